@@ -1,0 +1,82 @@
+"""What the DM service yields while it runs a turn. Faces (Discord, terminal) turn these into output.
+
+A turn's stream is: any number of ``TextDelta``/``Reset``/``RollMade``/``UsageReport`` events, then exactly one
+``Done`` or one ``Failed``. A refusal (no session, rate limit, budget, …) is a turn whose only event is
+``Failed``: nothing was shown and no LLM call was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from bot.llm.base import Usage
+
+if TYPE_CHECKING:
+    from bot.dm.dice import RollResult
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """More narration, to be appended to what is shown."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Discard the text shown since the turn started or since the last ``RollMade``.
+
+    Emitted before a retry that follows partial text, so a user never sees two half answers glued together.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class RollMade:
+    """The engine rolled dice for the DM (the model called the ``roll_dice`` tool).
+
+    Show it as its own clearly marked line. It is a checkpoint: a later ``Reset`` never removes it or anything
+    shown before it.
+    """
+
+    roll: RollResult
+    for_whom: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """Tokens charged for one LLM call (as the provider reported them) and their estimated cost."""
+
+    usage: Usage
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    finish_reason: str
+
+
+FailureKind = Literal[
+    "no_session",  # nothing to act in: /start first
+    "session_active",  # /start where a session already runs
+    "rate_limited",  # too many turns in this channel; retry_after says when
+    "budget",  # the session's token budget is spent
+    "busy",  # too many turns already waiting in this channel
+    "invalid",  # bad input (empty action, too long, bad dice)
+    "retry_later",  # the provider asked us to wait longer than we may; retry_after says when
+    "unavailable",  # the provider kept failing after every retry
+    "rejected",  # the provider refused the request (400/401/403/404, quota): retrying cannot help
+    "internal",  # a bug of ours; logged
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The turn ended without an answer. ``message`` is short and safe to show the user."""
+
+    kind: FailureKind
+    message: str
+    retry_after: float | None = None
+
+
+DMEvent = TextDelta | Reset | RollMade | UsageReport | Done | Failed
