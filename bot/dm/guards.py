@@ -1,0 +1,113 @@
+"""The guards in front of the LLM: per-channel rate limit, per-session token budget, and the retry policy.
+
+``DMService`` decides the order in which they apply; each guard here only answers its own question.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.aio.strategies import MovingWindowRateLimiter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from bot.config import RetryConfig
+from bot.llm.base import LLMRequest, ProviderError
+
+
+class ChannelRateLimiter:
+    """``requests_per_minute`` LLM turns per channel, over a moving window (the ``limits`` library).
+
+    The same code runs on Redis (``redis://…``) when several bot processes must share the counts.
+    """
+
+    def __init__(self, per_minute: int, backend: str = "memory://") -> None:
+        self.item = RateLimitItemPerMinute(per_minute)
+        if backend.startswith(("redis://", "rediss://")):
+            # redis-py's asyncio client (the `redis` package) rather than limits' default, coredis.
+            storage = storage_from_string(f"async+{backend}", implementation="redispy")
+        else:
+            storage = storage_from_string(f"async+{backend}")
+        self.limiter = MovingWindowRateLimiter(storage)
+
+    async def acquire(self, channel_id: str) -> float | None:
+        """Count one turn. Returns None if allowed, else how many seconds until a turn is allowed again."""
+        if await self.limiter.hit(self.item, "dm-turn", channel_id):
+            return None
+        stats = await self.limiter.get_window_stats(self.item, "dm-turn", channel_id)
+        return max(1.0, stats.reset_time - time.time())
+
+
+def estimate_tokens(request: LLMRequest) -> int:
+    """A cheap, deliberately generous estimate of a request's input tokens (about 4 characters a token, plus a
+    few tokens of framing per message). Only a pre-check: budgets are charged from the provider's own counts."""
+    chars = len(request.system)
+    for message in request.messages:
+        chars += len(message.text) + 16
+        chars += sum(len(c.name) + len(str(c.arguments)) for c in message.tool_calls)
+        chars += sum(len(r.content) for r in message.tool_results)
+    chars += sum(len(t.description) + len(str(t.parameters)) for t in request.tools)
+    return chars // 4 + 1
+
+
+class TokenBudget:
+    """Tokens a channel's session may use: everything the provider reports (input, cache reads and writes,
+    output). Checked before a turn with an estimate, charged after it with the reported usage."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def refusal(self, used: int, needed: int) -> str | None:
+        """None if a turn estimated at ``needed`` tokens fits, else the message saying why not."""
+        if used + needed <= self.limit:
+            return None
+        if used >= self.limit:
+            return (f"This adventure has used its whole budget: {used:,} of {self.limit:,} tokens. "
+                    "Ask an admin to raise tokens_per_session, or /end it and /start a new one.")
+        return (f"This adventure has used {used:,} of its {self.limit:,} tokens and the next turn may need "
+                f"up to {needed:,}. Ask an admin to raise tokens_per_session, or /end it and /start a new one.")
+
+
+class RetryPolicy:
+    """The only retry policy of the bot (the SDKs are built with ``max_retries=0``).
+
+    Retries ``ProviderError``s marked retryable, up to ``attempts`` tries, with exponential backoff and jitter
+    from ``initial_backoff_seconds`` up to ``max_backoff_seconds``. A ``Retry-After`` from the provider is
+    honoured (never retry sooner) when it is at most ``max_retry_after_seconds``; a longer one stops the
+    retries at once so the user can be told when to try again.
+    """
+
+    def __init__(self, config: RetryConfig, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        self.config = config
+        self.sleep = sleep
+        self._backoff = wait_exponential_jitter(
+            initial=config.initial_backoff_seconds,
+            max=config.max_backoff_seconds,
+            jitter=config.initial_backoff_seconds,
+        )
+
+    def asks_too_long(self, error: BaseException | None) -> bool:
+        retry_after = getattr(error, "retry_after", None)
+        return retry_after is not None and retry_after > self.config.max_retry_after_seconds
+
+    def _stop_on_long_retry_after(self, state: RetryCallState) -> bool:
+        return state.outcome is not None and self.asks_too_long(state.outcome.exception())
+
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = min(self._backoff(state), self.config.max_backoff_seconds)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None) or 0.0
+        return max(backoff, retry_after)
+
+    def retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.config.attempts) | self._stop_on_long_retry_after,
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
+            sleep=self.sleep,
+            reraise=True,
+        )
