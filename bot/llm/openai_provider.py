@@ -1,0 +1,224 @@
+"""OpenAI Chat Completions (and OpenAI-compatible servers: Ollama, vLLM, llama.cpp, LM Studio) behind the
+``LLMProvider`` interface.
+
+Usage: OpenAI reports it only in a last chunk with ``choices == []``, and only when asked with
+``stream_options={"include_usage": True}``. Servers that ignore that option send no usage at all; then this
+provider yields no ``Usage`` and the caller has only its own estimate. A few servers attach cumulative usage
+to ordinary chunks instead; taking the last usage seen covers both shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from bot.llm import errors
+from bot.llm.base import (
+    Finish,
+    FinishReason,
+    LLMRequest,
+    Message,
+    ProviderError,
+    StreamItem,
+    TextChunk,
+    ToolCall,
+    Usage,
+)
+
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+@dataclass
+class _PendingToolCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+    def finish(self, index: int) -> ToolCall:
+        arguments, malformed = errors.parse_tool_arguments("".join(self.arguments))
+        # llama.cpp and some Ollama versions omit ids; the id only has to match our own tool message.
+        return ToolCall(self.id or f"call_{index}", self.name, arguments, malformed=malformed or not self.name)
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, client: openai.AsyncOpenAI, model: str, *, base_url: str | None = None) -> None:
+        self._client = client
+        self.model = model
+        self.base_url = base_url
+        self.label = errors.official_or_local_label("OpenAI", "api.openai.com", client.base_url)
+        # api.openai.com deprecated max_tokens (reasoning models reject it); the servers people run locally
+        # (Ollama, vLLM, llama.cpp) know max_tokens and may ignore max_completion_tokens.
+        self._max_tokens_field = "max_completion_tokens" if client.base_url.host == "api.openai.com" else "max_tokens"
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def request_params(self, request: LLMRequest) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for ``request``."""
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": to_openai_messages(request.system, request.messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            self._max_tokens_field: request.max_tokens,
+        }
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
+        params = self.request_params(request)
+        try:
+            sdk_stream = await self._client.chat.completions.create(**params)
+            try:
+                # aclosing: a consumer that stops early must not leave our generator to the GC.
+                async with aclosing(self._read(sdk_stream)) as items:
+                    async for item in items:
+                        yield item
+            finally:
+                await sdk_stream.close()  # releases the connection even when the answer was not read to the end
+        except ProviderError:
+            raise
+        except Exception as exc:  # CancelledError / GeneratorExit are BaseException and pass through
+            mapped = self._translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def _read(self, sdk_stream: AsyncIterator[Any]) -> AsyncIterator[StreamItem]:
+        finish_reason: str | None = None
+        usage: Usage | None = None
+        calls: dict[int, _PendingToolCall] = {}
+        async for chunk in sdk_stream:
+            if getattr(chunk, "usage", None) is not None:
+                usage = _usage_from(chunk.usage)
+            for choice in chunk.choices or ():
+                if choice.index not in (0, None):
+                    continue  # we never ask for n > 1
+                delta = choice.delta
+                if delta is not None:
+                    if delta.content:
+                        yield TextChunk(delta.content)
+                    for part in delta.tool_calls or ():
+                        _accumulate(calls, part)
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+        # The finish reason arrives before the usage chunk, so only the end of the stream says "complete".
+        if finish_reason is None:
+            raise errors.truncated(self.label)
+        for index in sorted(calls):
+            yield calls[index].finish(index)
+        if usage is not None:
+            yield usage
+        reason = _FINISH_REASONS.get(finish_reason, "other")
+        if calls and reason == "stop":
+            reason = "tool_calls"  # older Ollama versions report "stop" for an answer that calls tools
+        yield Finish(reason)
+
+    def _translate(self, exc: Exception) -> ProviderError | None:
+        label = self.label
+        # APITimeoutError subclasses APIConnectionError: test it first. Mid-stream transport failures also
+        # arrive as these two (the SDK wraps httpx2 errors while iterating).
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError("timeout", f"{label} did not answer in time", retryable=True)
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderError("connection", f"the connection to {label} failed", retryable=True)
+        if isinstance(exc, openai.APIStatusError):
+            return errors.status_error(
+                label, exc.status_code, error_type=exc.type, error_code=exc.code, headers=exc.response.headers
+            )
+        if isinstance(exc, openai.APIError):
+            # A bare APIError is a ``data: {"error": ...}`` chunk in a stream that had answered 200.
+            return ProviderError("stream", f"{label} reported an error in the middle of the answer", retryable=True)
+        return errors.transport_error(label, exc)
+
+
+def _accumulate(calls: dict[int, _PendingToolCall], part: Any) -> None:
+    index = part.index
+    if not isinstance(index, int):  # some servers omit the index: a new id starts a new call
+        index = (max(calls, default=-1) + 1) if (part.id or not calls) else max(calls)
+    pending = calls.setdefault(index, _PendingToolCall())
+    if part.id and not pending.id:
+        pending.id = part.id
+    function = part.function
+    if function is not None:
+        if function.name and not pending.name:
+            pending.name = function.name  # sent whole, once; some servers repeat it on every delta
+        if function.arguments:
+            pending.arguments.append(function.arguments)
+
+
+def _usage_from(reported: Any) -> Usage:
+    prompt = getattr(reported, "prompt_tokens", None) or 0
+    completion = getattr(reported, "completion_tokens", None) or 0
+    details = getattr(reported, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    # Usage.input_tokens excludes cached tokens (Anthropic's convention), so cached ones are not counted twice.
+    return Usage(input_tokens=max(0, prompt - cached), output_tokens=completion, cache_read_tokens=cached)
+
+
+def to_openai_messages(system: str, messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """System prompt first, then the conversation. Same-role neighbours are merged before conversion: some
+    local servers' chat templates refuse two user turns in a row. Tool results become ``role: tool``
+    messages placed before the user's text, right after the assistant message that called the tools.
+    """
+    wire: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for message in _merge_same_role(messages):
+        if message.role == "user":
+            for result in message.tool_results:
+                # Chat Completions has no is_error flag; say it in the content so the model can tell.
+                content = f"Error: {result.content}" if result.is_error else result.content
+                wire.append({"role": "tool", "tool_call_id": result.call_id, "content": content})
+            if message.text:
+                wire.append({"role": "user", "content": message.text})
+        else:
+            entry: dict[str, Any] = {"role": "assistant", "content": message.text or None}
+            if message.tool_calls:
+                entry["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+                    }
+                    for c in message.tool_calls
+                ]
+            if entry["content"] is not None or message.tool_calls:
+                wire.append(entry)
+    return wire
+
+
+def _merge_same_role(messages: tuple[Message, ...]) -> list[Message]:
+    merged: list[Message] = []
+    for message in messages:
+        if merged and merged[-1].role == message.role:
+            previous = merged[-1]
+            text = "\n\n".join(t for t in (previous.text, message.text) if t)
+            merged[-1] = Message(
+                previous.role,
+                text,
+                previous.tool_calls + message.tool_calls,
+                previous.tool_results + message.tool_results,
+            )
+        else:
+            merged.append(message)
+    return merged
