@@ -1,0 +1,111 @@
+"""The discord.py side of the MessageStreamer: performs the calls, maps discord.py errors, decides nothing.
+
+All policy (pacing, splitting, retries, token expiry) lives in bot/discord_stream.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import discord
+
+from bot.discord_stream import Clock, MissingAccess, RateLimitedError, SinkError, TokenExpired
+
+T = TypeVar("T")
+TOKEN_LIFETIME = datetime.timedelta(minutes=15)
+_NO_PINGS = discord.AllowedMentions.none()  # also set on the client; repeated here so model text never pings
+_TOKEN_GONE = {(401, 50027), (404, 10015), (404, 10008)}  # invalid webhook token, unknown webhook / message
+_NO_ACCESS = {50001, 50013}  # missing access, missing permissions
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """The ref the streamer gets back from a send: the discord.py message and which token can edit it."""
+
+    message: discord.Message  # WebhookMessage for follow-ups
+    via_webhook: bool
+
+
+def map_error(exc: BaseException, *, webhook: bool) -> SinkError:
+    """discord.py/aiohttp exception -> the streamer's error kinds. ``webhook``: the call used the interaction token."""
+    if isinstance(exc, SinkError):
+        return exc
+    if isinstance(exc, discord.RateLimited):  # discord.py refused to wait longer than max_ratelimit_timeout
+        return RateLimitedError(str(exc), retry_after=exc.retry_after)
+    if isinstance(exc, discord.HTTPException):
+        status, code = exc.status, exc.code
+        if status == 429:  # discord.py retried and gave up (or a Cloudflare 429 without Via)
+            return RateLimitedError(str(exc), retry_after=_retry_after(exc), code=code)
+        if webhook and (status, code) in _TOKEN_GONE:
+            return TokenExpired(str(exc), status=status, code=code)
+        if status == 403 and code in _NO_ACCESS:
+            return MissingAccess(str(exc), status=status, code=code)
+        return SinkError(str(exc), status=status, code=code)
+    if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError)):
+        return SinkError(f"network: {exc!r}")  # status None: transient, the streamer retries
+    return SinkError(repr(exc))
+
+
+def _retry_after(exc: discord.HTTPException) -> float:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        return max(0.0, float(headers.get("Retry-After", 1.0)))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+async def _mapped(call: Awaitable[T], *, webhook: bool) -> T:
+    try:
+        return await call
+    except (discord.DiscordException, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        raise map_error(e, webhook=webhook) from e
+
+
+class InteractionSink:
+    """MessageSink over one interaction that the caller already deferred with ``response.defer(thinking=True)``."""
+
+    def __init__(self, interaction: discord.Interaction[Any]) -> None:
+        self._interaction = interaction
+
+    async def edit_original(self, content: str) -> None:
+        await _mapped(self._interaction.edit_original_response(content=content, allowed_mentions=_NO_PINGS),
+                      webhook=True)
+
+    async def send_followup(self, content: str) -> SentMessage:
+        msg = await _mapped(self._interaction.followup.send(content, wait=True, allowed_mentions=_NO_PINGS),
+                            webhook=True)
+        return SentMessage(msg, via_webhook=True)
+
+    async def send_channel(self, content: str) -> SentMessage:
+        channel = self._interaction.channel
+        if channel is None or not hasattr(channel, "send"):
+            raise MissingAccess("no channel to post in", status=403, code=50001)
+        msg = await _mapped(channel.send(content, allowed_mentions=_NO_PINGS), webhook=False)
+        return SentMessage(msg, via_webhook=False)
+
+    async def edit(self, ref: SentMessage, content: str) -> None:
+        await _mapped(ref.message.edit(content=content, allowed_mentions=_NO_PINGS), webhook=ref.via_webhook)
+
+    async def delete(self, ref: SentMessage | None) -> None:
+        if ref is None:
+            await _mapped(self._interaction.delete_original_response(), webhook=True)
+        else:
+            await _mapped(ref.message.delete(), webhook=ref.via_webhook)
+
+    async def send_ephemeral(self, content: str) -> None:
+        await _mapped(self._interaction.followup.send(content, ephemeral=True, allowed_mentions=_NO_PINGS),
+                      webhook=True)
+
+
+def token_deadline(interaction: discord.Interaction[Any], clock: Clock, margin: float = 30.0) -> float:
+    """Clock time at which to stop using the interaction token: 15 min after the interaction, minus ``margin``.
+
+    created_at comes from the snowflake (Discord's clock); the margin also absorbs skew with our wall clock."""
+    expires = interaction.created_at + TOKEN_LIFETIME
+    left = (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    return clock.now() + left - margin

@@ -1,0 +1,497 @@
+"""MessageStreamer: the only code that turns a stream of narration into Discord message sends and edits.
+
+It owns edit pacing (per message, never global), splitting at the 2000-character limit (code fences closed and
+reopened), resets before retries, visible failure endings, and the fallback to plain channel messages when the
+15-minute interaction token dies. It never imports discord: it talks to a ``MessageSink`` (bot/discord_sink.py).
+
+Shape: ``feed``/``reset``/``checkpoint`` only change in-memory text and wake one background flusher task. The
+flusher owns every Discord call (so one call at a time per streamer) and brings Discord in line with the text:
+messages are laid out over the text as ``_Msg`` spans; the first message that differs from what Discord shows
+is updated, earlier messages always first, so a message is final before the next one is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+MessageRef = Any  # opaque: whatever the sink's send_* returned; handed back to edit/delete
+PLACEHOLDER = "…"  # Discord rejects empty content
+FENCE = "```"
+_CLOSE_RESERVE = 4  # room kept in every message for an added "\n```"
+_LANG = re.compile(r"[A-Za-z0-9_+\-.#]{0,20}")  # a code block's language tag, as Discord reads it
+# Split preferences, best first; each match ends where the next message may start. (regex, min fill fraction)
+_BOUNDARIES = (
+    (re.compile(r"\n\n"), 0.5),  # paragraph
+    (re.compile(r"\n"), 0.5),  # line: inside code blocks this is the natural boundary
+    (re.compile(r"[.!?…][\"'”’)\]*_]*\s"), 0.5),  # sentence
+    (re.compile(r"\s"), 0.0),  # word
+)
+MAX_ATTEMPTS = 4  # one call plus three retries for transient errors (5xx, network)
+MAX_RATE_LIMITED = 20  # consecutive RateLimitedErrors on one message before we stop waiting for it
+MAX_GIVE_UPS = 3  # messages abandoned after errors before the streamer stops calling Discord at all
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...  # monotonic seconds
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class MessageSink(Protocol):
+    async def edit_original(self, content: str) -> None: ...
+    async def send_followup(self, content: str) -> MessageRef: ...
+    async def send_channel(self, content: str) -> MessageRef: ...
+    async def edit(self, ref: MessageRef, content: str) -> None: ...
+    async def delete(self, ref: MessageRef | None) -> None: ...
+    async def send_ephemeral(self, content: str) -> None: ...
+
+
+class SinkError(Exception):
+    def __init__(self, message: str = "", *, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+    @property
+    def retryable(self) -> bool:
+        # 4xx answers are deterministic: repeating them only counts towards Discord's invalid-request ban.
+        return self.status is None or self.status >= 500 or self.status == 408
+
+
+class TokenExpired(SinkError):
+    """The interaction token is no longer valid: webhook edits and sends cannot work any more."""
+
+
+class RateLimitedError(SinkError):
+    """discord.py gave up waiting on 429s."""
+
+    def __init__(self, message: str = "", *, retry_after: float, status: int | None = 429, code: int | None = None):
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class MissingAccess(SinkError):
+    """403: the bot may not post here."""
+
+
+ORIGINAL, FOLLOWUP, CHANNEL = "original", "followup", "channel"
+
+
+@dataclass(eq=False)
+class _Msg:
+    kind: str  # ORIGINAL / FOLLOWUP (both die with the token) or CHANNEL (bot token)
+    start: int  # offset in the text where this message's span begins
+    inside: bool = False  # a code fence is open at `start` (so we reopen it)
+    lang: str = ""
+    end: int | None = None  # where the span was split off; None while it is the open, growing message
+    ref: MessageRef = None
+    created: bool = False
+    shown: str | None = None  # what Discord shows (None: nothing of ours yet)
+    shown_end: int = 0  # text offset the shown content reaches
+    frozen: bool = False  # can no longer be edited (token died, or we gave up on it)
+    dropped: bool = False  # removed by reset(); to be deleted
+    next_at: float = float("-inf")  # earliest clock time of the next call for this message
+    failures: int = 0
+    limited: int = 0
+
+    @property
+    def prefix(self) -> str:
+        return f"{FENCE}{self.lang}\n" if self.inside else ""
+
+
+def _scan(text: str, start: int, stop: int, inside: bool, lang: str) -> tuple[bool, str, list[tuple[int, int]]]:
+    """Fence state after text[start:stop], given the state at start, plus the zones (a, b) where a cut at a < p < b
+    would break a marker: inside a ``` or inside an opening "```lang\\n" line.
+
+    Every ``` toggles, like Discord's parser (a fence may open mid-line)."""
+    zones = []
+    i = start
+    while (q := text.find(FENCE, i, stop)) != -1:
+        i = q + 3
+        zone_end = q + 3
+        if not inside:
+            run = _LANG.match(text, i).group()
+            after = i + len(run)
+            lang = ""
+            if after < len(text) and text[after] == "\n":
+                lang, zone_end = run, after + 2  # no cut between the fence and its language line
+            elif after >= len(text):
+                zone_end = len(text) + 1  # language line not complete yet: no cut after the fence at all
+        inside = not inside
+        zones.append((q, zone_end))
+    return inside, (lang if inside else ""), zones
+
+
+def _safe(p: int, zones: list[tuple[int, int]]) -> bool:
+    return all(not (a < p < b) for a, b in zones)
+
+
+class MessageStreamer:
+    def __init__(self, sink: MessageSink, *, edit_interval: float = 1.0, clock: Clock | None = None,
+                 token_expires_at: float | None = None, limit: int = 2000, cursor: str = " ▌") -> None:
+        if limit < len(cursor) + _CLOSE_RESERVE + 24 + 16:  # 24 = longest reopened fence line
+            raise ValueError("limit too small for the cursor and fence markers")
+        self._sink, self._interval, self._clock = sink, edit_interval, clock or MonotonicClock()
+        self._deadline, self._limit, self._cursor = token_expires_at, limit, cursor
+        self._text = ""
+        self._checkpoint = 0
+        self._note_at: int | None = None  # fail(): where our interruption note begins (not part of .text)
+        self._low = 0  # lowest text length since the current call started (a reset may cut during a call)
+        self._msgs: list[_Msg] = [_Msg(ORIGINAL, 0, created=True)]
+        self._deletes: list[_Msg] = []
+        self._closing = False
+        self._refusal: str | None = None
+        self._expired = False
+        self._given_up = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # What callers, tests and benchmarks read.
+        self.blocked_reason: str | None = None
+        self.edit_count = self.send_count = self.delete_count = self.error_count = 0
+        self.first_edit_at: float | None = None  # clock time when the first text reached Discord
+
+    # ----- the caller's side: synchronous and cheap -----
+    @property
+    def text(self) -> str:
+        return self._text if self._note_at is None else self._text[: self._note_at]
+
+    @property
+    def expired(self) -> bool:
+        return self._expired
+
+    @property
+    def messages_used(self) -> int:
+        return sum(1 for m in self._msgs if m.created and (m.shown is not None or m.kind != ORIGINAL))
+
+    def feed(self, text: str) -> None:
+        if self._closing:
+            log.warning("feed() after finish()/fail() ignored")
+            return
+        self._text += text
+        self._poke()
+
+    def checkpoint(self) -> None:
+        self._checkpoint = len(self._text)
+
+    def reset(self) -> None:
+        if self._closing or len(self._text) == self._checkpoint:
+            return
+        cut = self._checkpoint
+        self._text = self._text[:cut]
+        self._low = min(self._low, cut)
+        keep: list[_Msg] = []
+        for i, m in enumerate(self._msgs):
+            if i > 0 and not self._text[m.start:].strip():  # holds only dropped text
+                m.dropped = True
+                if m.frozen:
+                    log.warning("reset: a message the token no longer lets us edit keeps dropped text")
+                elif m.created:
+                    self._deletes.append(m)
+                continue
+            m.shown_end = min(m.shown_end, cut)
+            keep.append(m)
+        self._msgs = keep
+        last = keep[-1]
+        if last.frozen:
+            last.end = min(last.end or 0, cut)
+            self._append_after(last, last.end)
+        else:
+            last.end = None  # reopened: edited back to the kept text, may grow again
+        self._poke()
+
+    async def finish(self) -> None:
+        self._closing = True
+        await self._drain()
+
+    async def fail(self, message: str) -> None:
+        if not self._closing:
+            if self._text.strip() or any(m.shown is not None for m in self._msgs):
+                last = self._msgs[-1]
+                open_fence = _scan(self._text, last.start, len(self._text), last.inside, last.lang)[0]
+                self._note_at = len(self._text)
+                self._text += ("\n" + FENCE if open_fence else "") + f"\n\n*⚠️ The DM was interrupted: {message}*"
+            else:
+                self._refusal = message  # nothing public to end: remove "thinking…", tell the user privately
+        self._closing = True
+        await self._drain()
+
+    def cancel(self) -> None:
+        """Stop the flusher without final edits (the caller is shutting down)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def _poke(self) -> None:
+        self._wake.set()
+        if self._task is None:
+            try:
+                self._task = asyncio.get_running_loop().create_task(self._run())
+            except RuntimeError:  # fed outside a running loop: finish() starts the flusher
+                pass
+
+    async def _drain(self) -> None:
+        self._poke()
+        await self._task  # type: ignore[misc]  # inside a running loop, _poke always starts it
+
+    # ----- layout: where the messages' spans lie over the text -----
+    def _eff_start(self, m: _Msg) -> int:
+        # Discord trims leading whitespace; inside a reopened fence it is content, kept after the fence line.
+        i = m.start
+        if not m.inside:
+            while i < len(self._text) and self._text[i].isspace():
+                i += 1
+        return i
+
+    def _budget(self, m: _Msg) -> int:
+        return self._limit - len(self._cursor) - len(m.prefix) - _CLOSE_RESERVE
+
+    def _relayout(self) -> None:
+        """Split the open message while its text exceeds what fits. A cut depends only on the text inside the
+        message's window, so once made it never moves (except by reset)."""
+        while True:
+            m = self._msgs[-1]
+            s, budget = self._eff_start(m), self._budget(m)
+            if m.frozen or len(self._text) - s <= budget:
+                return
+            hi = s + budget
+            zones = _scan(self._text, s, min(len(self._text), hi + 3), m.inside, m.lang)[2]
+            cut = None
+            for rx, fill in _BOUNDARIES:
+                ends = [x.end() for x in rx.finditer(self._text, s + int(budget * fill), hi)]
+                cut = next((p for p in reversed(ends) if p > s and self._cut_ok(p, zones)), None)
+                if cut is not None:
+                    break
+            if cut is None:  # no boundary at all: hard cut, but never inside a fence marker
+                cut = self._safe_cut(m, hi, floor=s + 1)
+            m.end = cut
+            self._append_after(m, cut)
+
+    def _append_after(self, m: _Msg, at: int) -> None:
+        inside, lang, _ = _scan(self._text, m.start, at, m.inside, m.lang)
+        self._msgs.append(_Msg(CHANNEL if self._expired else FOLLOWUP, at, inside, lang))
+
+    def _content(self, m: _Msg, end: int, final: bool, closes: bool) -> str:
+        body = m.prefix + self._text[self._eff_start(m):end]
+        open_fence = _scan(self._text, m.start, end, m.inside, m.lang)[0]
+        if not final:  # while writing: cursor, and the fence closed for now so code renders as code
+            return body + self._cursor + ("\n" + FENCE if open_fence else "")
+        if open_fence and closes:  # the text continues in the next message, which reopens the fence
+            body += FENCE if body.endswith("\n") else "\n" + FENCE
+        return body.strip() or PLACEHOLDER
+
+    # ----- the flusher: the only place that calls the sink -----
+    async def _run(self) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                self._relayout()
+                if self.blocked_reason is None:
+                    if self._deadline is not None and not self._expired and self._clock.now() >= self._deadline:
+                        await self._expire(can_edit=True)
+                        continue
+                    if self._refusal is not None:
+                        await self._refuse(self._refusal)
+                        return
+                    step = self._next_step()
+                    if step is not None:
+                        wait = step[0].next_at - self._clock.now()
+                        if wait > 0:
+                            await self._clock.sleep(wait)  # pacing; the text keeps growing meanwhile
+                        else:
+                            await self._apply(*step)
+                        continue
+                if self._closing:
+                    return
+                await self._idle()
+        except Exception:
+            log.exception("message streamer stopped")
+            self.blocked_reason = self.blocked_reason or "internal error"
+
+    async def _idle(self) -> None:
+        if self._deadline is None or self._expired or self.blocked_reason:
+            await self._wake.wait()
+            return
+        # Also wake at the token deadline, so the last webhook message loses its cursor while we still may edit.
+        waits = [asyncio.ensure_future(self._wake.wait()),
+                 asyncio.ensure_future(self._clock.sleep(self._deadline - self._clock.now()))]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def _next_step(self) -> tuple[_Msg, str, str, int] | None:
+        if self._deletes:
+            return self._deletes[0], "delete", "", 0
+        for i, m in enumerate(self._msgs):
+            if m.frozen:
+                continue
+            last = i == len(self._msgs) - 1
+            final = self._closing or not last
+            # While writing, hold back a fence marker still arriving ("``", "```py"), so what is shown always
+            # ends where a cut is safe: a token that dies right then leaves no broken fence behind.
+            end = m.end if m.end is not None else len(self._text) if final else self._safe_cut(m)
+            if last and m.shown is None and not self._text[self._eff_start(m):end].strip():
+                if not (self._closing and m.kind == ORIGINAL):
+                    return None  # nothing to show yet; never send an empty message
+            content = self._content(m, end, final=final, closes=not last)
+            if content != m.shown:
+                return m, ("edit" if m.created else "send"), content, end
+        return None
+
+    async def _call(self, m: _Msg, op: str, content: str) -> None:
+        if op == "delete":
+            await self._sink.delete(m.ref)
+            self.delete_count += 1
+        elif op == "send":
+            m.ref = await (self._sink.send_channel if m.kind == CHANNEL else self._sink.send_followup)(content)
+            m.created = True
+            self.send_count += 1
+        else:
+            await (self._sink.edit_original(content) if m.kind == ORIGINAL else self._sink.edit(m.ref, content))
+            self.edit_count += 1
+
+    async def _apply(self, m: _Msg, op: str, content: str, end: int) -> None:
+        started = self._clock.now()
+        m.next_at = started + self._interval  # pacing counts from the start of the previous call
+        self._low = len(self._text)
+        try:
+            await self._call(m, op, content)
+        except Exception as e:  # noqa: BLE001 - a sink bug must not stop the answer; logged below
+            await self._on_error(m, op, e)
+            return
+        m.failures = m.limited = 0
+        if op == "delete":
+            self._deletes.remove(m)
+            return
+        m.shown, m.shown_end = content, min(end, self._low)
+        if self.first_edit_at is None:
+            self.first_edit_at = self._clock.now()
+        if m.dropped and op == "send":  # reset() dropped it while the send was in flight
+            self._deletes.append(m)
+
+    async def _on_error(self, m: _Msg, op: str, e: Exception) -> None:
+        self.error_count += 1
+        now = self._clock.now()
+        if isinstance(e, TokenExpired) and m.kind != CHANNEL:
+            if op == "delete":
+                self._deletes.remove(m)
+                log.warning("token expired: a dropped follow-up stays visible")
+            await self._expire(can_edit=False)
+        elif isinstance(e, MissingAccess) and m.kind == CHANNEL:
+            self.blocked_reason = f"missing access: {e}"  # looping would only earn invalid-request strikes
+            log.warning("cannot post in this channel: %s", e)
+        elif isinstance(e, RateLimitedError):
+            m.limited += 1
+            m.next_at = max(m.next_at, now + e.retry_after)  # the retry then carries the latest text
+            if m.limited > MAX_RATE_LIMITED:
+                self._give_up(m, op, e)
+        elif getattr(e, "retryable", True) and m.failures + 1 < MAX_ATTEMPTS:
+            m.failures += 1
+            m.next_at = max(m.next_at, now + 0.5 * 2 ** (m.failures - 1))
+            log.info("discord call failed (%s), retrying", e)
+        else:
+            self._give_up(m, op, e)
+
+    def _give_up(self, m: _Msg, op: str, e: Exception) -> None:
+        log.error("giving up on a message after errors: %r", e)
+        if op == "delete":
+            self._deletes.remove(m)
+            return
+        self._given_up += 1
+        if self._given_up >= MAX_GIVE_UPS:
+            self.blocked_reason = f"discord errors: {e}"
+        elif m.created:
+            self._freeze(m, m.shown_end)  # the rest continues in a fresh message
+        else:
+            m.failures = m.limited = 0
+
+    def _freeze(self, m: _Msg, at: int) -> None:
+        """m keeps what it shows; the text from `at` on continues in a new message."""
+        at = min(at, len(self._text))
+        m.end, m.frozen = at, True
+        if m.dropped:  # reset() removed it during the failed call: nothing continues from it
+            return
+        i = self._msgs.index(m)
+        del self._msgs[i + 1:]  # not yet sent (earlier messages always go first): relayout recreates them
+        self._append_after(m, at)
+
+    async def _expire(self, *, can_edit: bool) -> None:
+        """The interaction token is (about to be) dead: webhook messages are frozen, the rest goes to the channel."""
+        self._expired = True
+        log.info("interaction token expired; continuing in channel messages")
+        for m in self._msgs:
+            if not m.created:
+                m.kind = CHANNEL
+        hooks = self._live_hooks()
+        if hooks and can_edit:  # the caller's safety margin leaves time for one closing edit (cursor off)
+            m = hooks[-1]  # earlier ones are final already: a message is finished before the next is sent
+            cut = m.end if m.end is not None else self._safe_cut(m)
+            self._low = len(self._text)
+            try:
+                if self._text[self._eff_start(m):cut].strip() or m.inside:
+                    content = self._content(m, cut, final=True, closes=True)
+                    if content != m.shown:
+                        await self._call(m, "edit", content)
+                        m.shown, m.shown_end = content, min(cut, self._low)
+                elif m.kind == ORIGINAL and m.shown is None:
+                    await self._sink.delete(None)  # nothing to show: don't leave "thinking…" forever
+                    self.delete_count += 1
+            except Exception as e:  # noqa: BLE001 - best effort; the continuation covers what it missed
+                self.error_count += 1
+                log.warning("closing edit before token expiry failed: %r", e)
+            hooks = self._live_hooks()  # reset() may have run during the edit
+        for h in hooks:
+            h.frozen = True
+        if hooks:
+            self._freeze(hooks[-1], hooks[-1].shown_end)
+
+    def _live_hooks(self) -> list[_Msg]:
+        return [m for m in self._msgs if m.created and not m.frozen and m.kind != CHANNEL]
+
+    def _cut_ok(self, p: int, zones: list[tuple[int, int]]) -> bool:
+        # A backtick right before p with fewer than 2 characters after it may still become a ``` across p.
+        return _safe(p, zones) and not (p + 2 > len(self._text) and self._text[p - 1:p] == "`")
+
+    def _safe_cut(self, m: _Msg, pos: int | None = None, floor: int | None = None) -> int:
+        """The last position <= pos (default: all text) where m's text may end without breaking a fence marker."""
+        cut = len(self._text) if pos is None else pos
+        floor = m.start if floor is None else floor
+        zones = _scan(self._text, m.start, min(len(self._text), cut + 3), m.inside, m.lang)[2]
+        while cut > floor and not self._cut_ok(cut, zones):
+            cut -= 1
+        return cut
+
+    async def _refuse(self, message: str) -> None:
+        # Delete first: after a deferral Discord turns the first follow-up into the original response (public).
+        # Once the token is dead there is no private way left: say it in public rather than not at all.
+        calls = (lambda: self._sink.delete(None), lambda: self._sink.send_ephemeral(message))
+        for call in calls if not self._expired else ():
+            try:
+                await call()
+            except TokenExpired:
+                self._expired = True
+                break
+            except Exception as e:  # noqa: BLE001 - a refusal is best effort
+                self.error_count += 1
+                log.warning("refusal call failed: %r", e)
+        if not self._expired:
+            return
+        try:
+            await self._sink.send_channel(message)
+        except MissingAccess as e:
+            self.blocked_reason = f"missing access: {e}"
+        except Exception as e:  # noqa: BLE001
+            log.warning("refusal message could not be posted: %r", e)
