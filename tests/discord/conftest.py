@@ -225,3 +225,89 @@ async def make_harness(point_discord_py: Callable[[DiscordStandIn], None]) -> As
             harness.task.cancel()
         await harness.standin.stop()
         assert not harness.standin.server_errors, harness.standin.server_errors[0]
+
+
+# -- the product's own bot against the stand-in ------------------------------------------------------------
+
+
+@dataclass
+class DMHarness:
+    """The real DungeonMasterBot (cogs, DMService, SQLite file) logged in to a stand-in, with a scripted LLM."""
+
+    standin: DiscordStandIn
+    bot: Any
+    provider: Any
+    task: asyncio.Task[None]
+    finished: dict[int, asyncio.Event] = field(default_factory=dict)
+
+    async def run(self, name: str, options: dict[str, Any] | None = None, *, user: int = PLAYER,
+                  channel: int = GENERAL, permissions: int | None = None, timeout: float = 10.0) -> Any:
+        """Invoke a slash command as a user would and wait until its callback has returned."""
+        extra = {} if permissions is None else {"member_permissions": permissions}
+        inter = await self.standin.invoke(name, options or {}, channel_id=channel, user_id=user, **extra)
+        event = self.finished.setdefault(inter.id, asyncio.Event())
+        async with asyncio.timeout(timeout):
+            await event.wait()
+        return inter
+
+    def visible(self, inter: Any) -> list[Any]:
+        """The messages this interaction left that its user can see, in order."""
+        return [m for m in self.standin.messages(inter.channel_id, viewer_id=inter.user_id)
+                if m.interaction_id == inter.id or m.id in inter.followup_ids or m.id == inter.original_id]
+
+
+@pytest.fixture
+async def make_dm_bot(point_discord_py: Callable[[DiscordStandIn], None], tmp_path: Any):
+    """``await make_dm_bot(provider, **config_sections)``: stand-in + DungeonMasterBot, ready, commands synced."""
+    import dataclasses
+
+    from bot.client import DungeonMasterBot
+    from bot.config import Config
+
+    made: list[DMHarness] = []
+
+    async def make(provider: Any, *, standin: DiscordStandIn | None = None, database: str | None = None,
+                   **sections: dict[str, Any]) -> DMHarness:
+        if standin is None:
+            standin = await DiscordStandIn(application_id=APP_ID, bot_user_id=BOT_ID, bot_token=TOKEN,
+                                           guilds=[guild_spec()], limits=Limits(interaction=(50, 1.0))).start()
+        point_discord_py(standin)
+        config = Config()
+        discord_section = {"api_base_url": standin.api_base_url, "gateway_url": standin.gateway_url,
+                           "edit_interval_seconds": 0.05, **sections.pop("discord", {})}
+        changes = {name: dataclasses.replace(getattr(config, name), **values)
+                   for name, values in {"discord": discord_section, **sections}.items()}
+        changes["database"] = dataclasses.replace(config.database,
+                                                  url=f"sqlite:///{database or tmp_path / 'dm.db'}")
+        config = dataclasses.replace(config, **changes)
+        bot = DungeonMasterBot(config, provider=provider, guild_ready_timeout=0.05)
+        harness = DMHarness(standin, bot, provider, asyncio.create_task(bot.start(TOKEN)))
+
+        @bot.listen("on_app_command_completion")
+        async def completed(interaction: discord.Interaction, command: Any) -> None:
+            harness.finished.setdefault(interaction.id, asyncio.Event()).set()
+
+        original_on_error = bot.tree.on_error
+
+        async def on_error(interaction: discord.Interaction, error: Any) -> None:
+            await original_on_error(interaction, error)
+            harness.finished.setdefault(interaction.id, asyncio.Event()).set()
+
+        bot.tree.on_error = on_error
+        made.append(harness)
+        async with asyncio.timeout(10):
+            while not bot.is_ready():  # the stand-in may be ready from an earlier client already
+                if harness.task.done():
+                    harness.task.result()  # the bot failed to start: show why
+                await asyncio.sleep(0.01)
+        return harness
+
+    yield make
+    for harness in made:
+        await harness.bot.close()
+        try:
+            await asyncio.wait_for(harness.task, timeout=5)
+        except Exception:
+            harness.task.cancel()
+        await harness.standin.stop()
+        assert not harness.standin.server_errors, harness.standin.server_errors[0]
