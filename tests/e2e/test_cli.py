@@ -81,3 +81,35 @@ def test_play_an_opening_and_two_actions_against_a_local_server(tmp_path, llm_se
 
     again = dm("play", cwd=tmp_path, env=env, stdin="/quit\n")
     assert "Continuing your adventure: A lighthouse at the end of the world" in again.stdout
+
+
+INVITE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 14) | (1 << 16)  # view, send, threads, embed, history
+
+
+def test_invite_prints_a_least_privilege_link(tmp_path):
+    result = dm("invite", cwd=tmp_path, env={"DISCORD_APPLICATION_ID": "123456789012345678"})
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    assert url.startswith("https://discord.com/oauth2/authorize?client_id=123456789012345678")
+    assert "scope=bot+applications.commands" in url and f"permissions={INVITE_PERMISSIONS}" in url
+    missing = dm("invite", cwd=tmp_path)
+    assert missing.returncode == 2 and "DISCORD_APPLICATION_ID" in missing.stderr
+
+
+async def test_invite_fetches_the_application_id_and_sync_registers(tmp_path):
+    import asyncio
+
+    from tests.discord.conftest import APP_ID, BOT_ID, GUILD, TOKEN, guild_spec
+    from tests.standin import DiscordStandIn
+
+    async with DiscordStandIn(application_id=APP_ID, bot_user_id=BOT_ID, bot_token=TOKEN,
+                              guilds=[guild_spec()]) as standin:
+        env = {"DISCORD_TOKEN": TOKEN, "DM_DISCORD_API_BASE_URL": standin.api_base_url,
+               "DM_DISCORD_GATEWAY_URL": standin.gateway_url}
+        invite = await asyncio.to_thread(dm, "invite", cwd=tmp_path, env=env)
+        assert f"client_id={APP_ID}" in invite.stdout, invite.stderr
+        synced = await asyncio.to_thread(dm, "sync", "--guild", str(GUILD), cwd=tmp_path, env=env)
+        assert synced.returncode == 0, synced.stderr
+        assert f"Registered the slash commands to guild {GUILD}" in synced.stdout
+        assert {c["name"] for c in standin.commands(GUILD)} >= {"start", "act", "roll", "tokens", "end"}
+        assert standin.commands() == []  # nothing global: --guild registers to that server only
