@@ -58,18 +58,23 @@ class TokenBudget:
     """Tokens a channel's session may use: everything the provider reports (input, cache reads and writes,
     output). Checked before a turn with an estimate, charged after it with the reported usage."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, default_limit: int) -> None:
+        self.default_limit = default_limit
 
-    def refusal(self, used: int, needed: int) -> str | None:
+    def limit_for(self, session_limit: int | None) -> int:
+        """A session's own limit (set by an admin with /budget) or the configured default."""
+        return session_limit if session_limit is not None else self.default_limit
+
+    @staticmethod
+    def refusal(used: int, needed: int, limit: int) -> str | None:
         """None if a turn estimated at ``needed`` tokens fits, else the message saying why not."""
-        if used + needed <= self.limit:
+        if used + needed <= limit:
             return None
-        if used >= self.limit:
-            return (f"This adventure has used its whole budget: {used:,} of {self.limit:,} tokens. "
-                    "Ask an admin to raise tokens_per_session, or /end it and /start a new one.")
-        return (f"This adventure has used {used:,} of its {self.limit:,} tokens and the next turn may need "
-                f"up to {needed:,}. Ask an admin to raise tokens_per_session, or /end it and /start a new one.")
+        if used >= limit:
+            return (f"This adventure has used its whole budget: {used:,} of {limit:,} tokens. "
+                    "Ask a server admin to raise it with /budget, or /end it and /start a new one.")
+        return (f"This adventure has used {used:,} of its {limit:,} tokens and the next turn may need "
+                f"up to {needed:,}. Ask a server admin to raise it with /budget, or /end it and /start a new one.")
 
 
 class RetryPolicy:

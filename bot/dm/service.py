@@ -45,7 +45,7 @@ from bot.store.base import CallRecord, Channel, Player, RollRecord, Session, Ses
 log = logging.getLogger(__name__)
 
 MAX_TOOL_ROUNDS = 4  # LLM calls in one turn; a model that keeps calling tools is cut off here
-DM_PLAYER = Player("dm", "The DM")
+MIN_BUDGET, MAX_BUDGET = 1_000, 100_000_000  # what /budget accepts
 
 
 class _Refused(Exception):
@@ -159,7 +159,21 @@ class DMService:
             return None
         totals = await self.store.usage_totals(session.id)
         turns = await self.store.count_turns(session.id)
-        return BudgetView(session, totals, self.budget.limit, turns)
+        return BudgetView(session, totals, self.budget.limit_for(session.token_limit), turns)
+
+    async def set_budget(self, channel: Channel, tokens: int, *, can_manage_server: bool) -> tuple[bool, str]:
+        """An admin's token budget for the channel's current session (Manage Server only)."""
+        if not can_manage_server:
+            return False, "Only members with the Manage Server permission can change the budget."
+        session = await self.store.active_session(channel.channel_id)
+        if session is None:
+            return False, "There is no adventure running in this channel; the budget applies to one adventure."
+        if not MIN_BUDGET <= tokens <= MAX_BUDGET:
+            return False, f"The budget must be between {MIN_BUDGET:,} and {MAX_BUDGET:,} tokens."
+        await self.store.set_token_limit(session.id, tokens)
+        used = (await self.store.usage_totals(session.id)).usage.total
+        return True, (f"This adventure's budget is now {tokens:,} tokens ({used:,} used, "
+                      f"{max(0, tokens - used):,} left).")
 
     async def end(self, channel: Channel, by: Player, *, can_manage: bool) -> tuple[bool, str]:
         """Close the channel's session. Only its starter, or someone who may manage the channel, may."""
@@ -238,7 +252,8 @@ class DMService:
     async def _run_turn(self, session: Session, player: Player | None, extra: list[Turn]) -> AsyncIterator[DMEvent]:
         request = await self._request(session, extra)
         used = (await self.store.usage_totals(session.id)).usage.total
-        refusal = self.budget.refusal(used, estimate_tokens(request) + request.max_tokens)
+        limit = self.budget.limit_for(session.token_limit)
+        refusal = self.budget.refusal(used, estimate_tokens(request) + request.max_tokens, limit)
         if refusal:
             yield Failed("budget", refusal)
             return

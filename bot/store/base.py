@@ -43,6 +43,7 @@ class Session:
     status: Literal["active", "ended"]
     created_at: float
     ended_at: float | None = None
+    token_limit: int | None = None  # set by an admin; None = the configured tokens_per_session
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,9 @@ class Store(Protocol):
     async def active_session(self, channel_id: str) -> Session | None: ...
 
     async def end_session(self, session_id: int, ended_by: Player) -> None: ...
+
+    async def set_token_limit(self, session_id: int, limit: int | None) -> None:
+        """An admin's budget for this session (None: back to the configured default)."""
 
     async def begin_turn(self, session_id: int, player: Player, text: str) -> int:
         """Store a player's action as ``pending`` before the DM answers; returns its turn id."""

@@ -94,14 +94,20 @@ MIGRATIONS: list[str] = [
 
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: an admin may give one session its own token budget (NULL: the configured tokens_per_session)
+    """
+    ALTER TABLE sessions ADD COLUMN token_limit INTEGER;
+    """,
 ]
 
-_SESSION_COLUMNS = "id, guild_id, channel_id, started_by_id, started_by_name, premise, status, created_at, ended_at"
+_SESSION_COLUMNS = (
+    "id, guild_id, channel_id, started_by_id, started_by_name, premise, status, created_at, ended_at, token_limit"
+)
 _TURN_COLUMNS = "id, session_id, seq, role, author_id, author_name, content, status, created_at"
 
 
 def _session(row: aiosqlite.Row) -> Session:
-    return Session(row[0], row[1], row[2], Player(row[3], row[4]), row[5], row[6], row[7], row[8])
+    return Session(row[0], row[1], row[2], Player(row[3], row[4]), row[5], row[6], row[7], row[8], row[9])
 
 
 def _turn(row: aiosqlite.Row) -> Turn:
@@ -196,6 +202,10 @@ class SQLiteStore:
                 "UPDATE sessions SET status = 'ended', ended_at = ?, ended_by_id = ? WHERE id = ? AND status = 'active'",
                 (time.time(), ended_by.id, session_id),
             )
+
+    async def set_token_limit(self, session_id: int, limit: int | None) -> None:
+        async with self._write() as db:
+            await db.execute("UPDATE sessions SET token_limit = ? WHERE id = ?", (limit, session_id))
 
     # -- turns ----------------------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ def private(h, inter):
 async def test_commands_are_registered_once_and_again_only_when_changed(make_dm_bot, tmp_path):
     h = await make_dm_bot(ScriptedProvider())
     names = {c["name"] for c in h.standin.commands()}
-    assert names == {"start", "end", "session", "act", "roll", "tokens"}
+    assert names == {"start", "end", "session", "act", "roll", "tokens", "budget"}
     for command in h.standin.commands():
         assert command["description"]
         for option in command.get("options", []):
@@ -164,3 +164,20 @@ async def test_start_options_are_optional(make_dm_bot, premise):
     h = await make_dm_bot(ScriptedProvider())
     inter = await h.run("start", {"premise": premise} if premise else {})
     assert public(h, inter)[0].content == "The DM answers."
+
+
+async def test_budget_needs_manage_server_and_applies_at_once(make_dm_bot):
+    h = await make_dm_bot(ScriptedProvider(default=lambda r: reply("ok", input_tokens=3000, output_tokens=100)))
+    manage_guild = 1 << 5
+    [budget] = [c for c in h.standin.commands() if c["name"] == "budget"]
+    assert budget["default_member_permissions"] == str(manage_guild)  # Discord hides it from other members
+    await h.run("start")
+    with pytest.raises(PermissionError):
+        await h.run("budget", {"tokens": 5000}, user=OTHER, permissions=0)
+    # (an admin can re-enable it for everyone in the server settings: the service checks the permission too,
+    # see tests/unit/test_service.py)
+    ok = await h.run("budget", {"tokens": 4000}, user=OTHER, permissions=manage_guild)
+    assert "budget is now 4,000 tokens (3,100 used, 900 left)" in private(h, ok)[0].content
+    act = await h.run("act", {"action": "onwards"})
+    assert "used 3,100 of its 4,000 tokens" in private(h, act)[0].content
+    assert_clean(h)

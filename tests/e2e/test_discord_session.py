@@ -67,7 +67,7 @@ async def test_a_whole_session(tmp_path, llmock, provider, path):
                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         await standin.wait_ready(timeout=30)
-        await standin.wait_for_commands("start", "act", "roll", "tokens", "end", "session", timeout=30)
+        await standin.wait_for_commands("start", "act", "roll", "tokens", "end", "session", "budget", timeout=30)
         assert standin.command_puts[None] == 1
 
         start = await standin.invoke("start", {"premise": "a haunted lighthouse"}, channel_id=GENERAL, user_id=PLAYER)

@@ -315,3 +315,17 @@ def test_retry_policy_waits_grow_and_stay_capped():
     from bot.config import RetryConfig
     policy = RetryPolicy(RetryConfig(attempts=5, initial_backoff_seconds=1, max_backoff_seconds=3))
     assert policy.asks_too_long(rate_limited(31)) and not policy.asks_too_long(rate_limited(30))
+
+
+async def test_an_admin_budget_replaces_the_default_for_that_session(make_service):
+    provider = ScriptedProvider(default=lambda r: reply("ok", input_tokens=1500, output_tokens=200))
+    service = make_service(provider, limits={"tokens_per_session": 2500}, llm={"max_output_tokens": 200})
+    assert (await service.set_budget(HALL, 9000, can_manage_server=True))[1].startswith("There is no adventure")
+    await open_session(service)
+    ok, message = await service.set_budget(HALL, 9000, can_manage_server=False)
+    assert not ok and "Manage Server" in message
+    assert not (await service.set_budget(HALL, 10, can_manage_server=True))[0]
+    ok, message = await service.set_budget(HALL, 9000, can_manage_server=True)
+    assert ok and "9,000 tokens (1,700 used, 7,300 left)" in message
+    assert isinstance((await run(service.act(HALL, ARIA, "go on")))[-1], Done)
+    assert (await service.usage(HALL)).limit == 9000
