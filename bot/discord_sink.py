@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import aiohttp
 import discord
 
-from bot.discord_stream import Clock, MissingAccess, RateLimitedError, SinkError, TokenExpired
+from bot.message_sink import Clock, MissingAccess, RateLimitedError, SinkError, TokenExpired
 
 T = TypeVar("T")
 TOKEN_LIFETIME = datetime.timedelta(minutes=15)

@@ -14,77 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+
+from bot.message_sink import Clock, MessageRef, MessageSink, MissingAccess, MonotonicClock, RateLimitedError, TokenExpired
+from bot.message_text import BOUNDARIES, FENCE, safe_cut, scan_fences
 
 log = logging.getLogger(__name__)
 
-MessageRef = Any  # opaque: whatever the sink's send_* returned; handed back to edit/delete
 PLACEHOLDER = "…"  # Discord rejects empty content
-FENCE = "```"
 _CLOSE_RESERVE = 4  # room kept in every message for an added "\n```"
-_LANG = re.compile(r"[A-Za-z0-9_+\-.#]{0,20}")  # a code block's language tag, as Discord reads it
-# Split preferences, best first; each match ends where the next message may start. (regex, min fill fraction)
-_BOUNDARIES = (
-    (re.compile(r"\n\n"), 0.5),  # paragraph
-    (re.compile(r"\n"), 0.5),  # line: inside code blocks this is the natural boundary
-    (re.compile(r"[.!?…][\"'”’)\]*_]*\s"), 0.5),  # sentence
-    (re.compile(r"\s"), 0.0),  # word
-)
 MAX_ATTEMPTS = 4  # one call plus three retries for transient errors (5xx, network)
 MAX_RATE_LIMITED = 20  # consecutive RateLimitedErrors on one message before we stop waiting for it
 MAX_GIVE_UPS = 3  # messages abandoned after errors before the streamer stops calling Discord at all
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...  # monotonic seconds
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class MessageSink(Protocol):
-    async def edit_original(self, content: str) -> None: ...
-    async def send_followup(self, content: str) -> MessageRef: ...
-    async def send_channel(self, content: str) -> MessageRef: ...
-    async def edit(self, ref: MessageRef, content: str) -> None: ...
-    async def delete(self, ref: MessageRef | None) -> None: ...
-    async def send_ephemeral(self, content: str) -> None: ...
-
-
-class SinkError(Exception):
-    def __init__(self, message: str = "", *, status: int | None = None, code: int | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-    @property
-    def retryable(self) -> bool:
-        # 4xx answers are deterministic: repeating them only counts towards Discord's invalid-request ban.
-        return self.status is None or self.status >= 500 or self.status == 408
-
-
-class TokenExpired(SinkError):
-    """The interaction token is no longer valid: webhook edits and sends cannot work any more."""
-
-
-class RateLimitedError(SinkError):
-    """discord.py gave up waiting on 429s."""
-
-    def __init__(self, message: str = "", *, retry_after: float, status: int | None = 429, code: int | None = None):
-        super().__init__(message, status=status, code=code)
-        self.retry_after = retry_after
-
-
-class MissingAccess(SinkError):
-    """403: the bot may not post here."""
 
 
 ORIGINAL, FOLLOWUP, CHANNEL = "original", "followup", "channel"
@@ -110,33 +51,6 @@ class _Msg:
     @property
     def prefix(self) -> str:
         return f"{FENCE}{self.lang}\n" if self.inside else ""
-
-
-def _scan(text: str, start: int, stop: int, inside: bool, lang: str) -> tuple[bool, str, list[tuple[int, int]]]:
-    """Fence state after text[start:stop], given the state at start, plus the zones (a, b) where a cut at a < p < b
-    would break a marker: inside a ``` or inside an opening "```lang\\n" line.
-
-    Every ``` toggles, like Discord's parser (a fence may open mid-line)."""
-    zones = []
-    i = start
-    while (q := text.find(FENCE, i, stop)) != -1:
-        i = q + 3
-        zone_end = q + 3
-        if not inside:
-            run = _LANG.match(text, i).group()
-            after = i + len(run)
-            lang = ""
-            if after < len(text) and text[after] == "\n":
-                lang, zone_end = run, after + 2  # no cut between the fence and its language line
-            elif after >= len(text):
-                zone_end = len(text) + 1  # language line not complete yet: no cut after the fence at all
-        inside = not inside
-        zones.append((q, zone_end))
-    return inside, (lang if inside else ""), zones
-
-
-def _safe(p: int, zones: list[tuple[int, int]]) -> bool:
-    return all(not (a < p < b) for a, b in zones)
 
 
 class MessageStreamer:
@@ -220,7 +134,7 @@ class MessageStreamer:
         if not self._closing:
             if self._text.strip() or any(m.shown is not None for m in self._msgs):
                 last = self._msgs[-1]
-                open_fence = _scan(self._text, last.start, len(self._text), last.inside, last.lang)[0]
+                open_fence = scan_fences(self._text, last.start, len(self._text), last.inside, last.lang)[0]
                 self._note_at = len(self._text)
                 self._text += ("\n" + FENCE if open_fence else "") + f"\n\n*⚠️ The DM was interrupted: {message}*"
             else:
@@ -266,9 +180,9 @@ class MessageStreamer:
             if m.frozen or len(self._text) - s <= budget:
                 return
             hi = s + budget
-            zones = _scan(self._text, s, min(len(self._text), hi + 3), m.inside, m.lang)[2]
+            zones = scan_fences(self._text, s, min(len(self._text), hi + 3), m.inside, m.lang)[2]
             cut = None
-            for rx, fill in _BOUNDARIES:
+            for rx, fill in BOUNDARIES:
                 ends = [x.end() for x in rx.finditer(self._text, s + int(budget * fill), hi)]
                 cut = next((p for p in reversed(ends) if p > s and self._cut_ok(p, zones)), None)
                 if cut is not None:
@@ -279,12 +193,12 @@ class MessageStreamer:
             self._append_after(m, cut)
 
     def _append_after(self, m: _Msg, at: int) -> None:
-        inside, lang, _ = _scan(self._text, m.start, at, m.inside, m.lang)
+        inside, lang, _ = scan_fences(self._text, m.start, at, m.inside, m.lang)
         self._msgs.append(_Msg(CHANNEL if self._expired else FOLLOWUP, at, inside, lang))
 
     def _content(self, m: _Msg, end: int, final: bool, closes: bool) -> str:
         body = m.prefix + self._text[self._eff_start(m):end]
-        open_fence = _scan(self._text, m.start, end, m.inside, m.lang)[0]
+        open_fence = scan_fences(self._text, m.start, end, m.inside, m.lang)[0]
         if not final:  # while writing: cursor, and the fence closed for now so code renders as code
             return body + self._cursor + ("\n" + FENCE if open_fence else "")
         if open_fence and closes:  # the text continues in the next message, which reopens the fence
@@ -463,13 +377,13 @@ class MessageStreamer:
 
     def _cut_ok(self, p: int, zones: list[tuple[int, int]]) -> bool:
         # A backtick right before p with fewer than 2 characters after it may still become a ``` across p.
-        return _safe(p, zones) and not (p + 2 > len(self._text) and self._text[p - 1:p] == "`")
+        return safe_cut(p, zones) and not (p + 2 > len(self._text) and self._text[p - 1:p] == "`")
 
     def _safe_cut(self, m: _Msg, pos: int | None = None, floor: int | None = None) -> int:
         """The last position <= pos (default: all text) where m's text may end without breaking a fence marker."""
         cut = len(self._text) if pos is None else pos
         floor = m.start if floor is None else floor
-        zones = _scan(self._text, m.start, min(len(self._text), cut + 3), m.inside, m.lang)[2]
+        zones = scan_fences(self._text, m.start, min(len(self._text), cut + 3), m.inside, m.lang)[2]
         while cut > floor and not self._cut_ok(cut, zones):
             cut -= 1
         return cut

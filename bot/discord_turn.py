@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import discord
 
 from bot.discord_sink import InteractionSink, token_deadline
-from bot.discord_stream import MessageStreamer, MonotonicClock
+from bot.discord_stream import MessageStreamer
+from bot.message_sink import MonotonicClock
 from bot.dm.events import DMEvent, Done, Failed, Reset, RollMade, TextDelta
 
 log = logging.getLogger(__name__)

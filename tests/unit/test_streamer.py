@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.discord_stream import MessageStreamer, MissingAccess, RateLimitedError, SinkError, TokenExpired
+from bot.discord_stream import MessageStreamer
+from bot.message_sink import MissingAccess, RateLimitedError, SinkError, TokenExpired
 
 CURSOR = " ▌"
 T0 = 1000.0
