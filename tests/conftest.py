@@ -1,0 +1,23 @@
+"""Suite-wide options. The long reliability and load runs are marked ``soak``: they run with ``make soak``
+(``--run-soak``) and are skipped, with that reason, by ``make test``."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-soak", action="store_true", default=False, help="run the long soak tests (make soak)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "soak: long reliability/load test, run by `make soak` only")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run it with `make soak`")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
