@@ -123,6 +123,11 @@ class DMService:
                 except SessionExists:
                     raise _Refused(self._session_active(await self.store.active_session(channel.channel_id)))
                 async for event in self._run_turn(session, None, []):
+                    if isinstance(event, Failed):
+                        # No opening, no adventure: close it (it stays in the database) so /start can be retried.
+                        await self.store.end_session(session.id, starter)
+                        event = Failed(event.kind, f"{event.message} The adventure was not started; /start again "
+                                                   "when you are ready.", event.retry_after)
                     yield event
         except _Refused as refused:
             yield refused.failure

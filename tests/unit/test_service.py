@@ -329,3 +329,12 @@ async def test_an_admin_budget_replaces_the_default_for_that_session(make_servic
     assert ok and "9,000 tokens (1,700 used, 7,300 left)" in message
     assert isinstance((await run(service.act(HALL, ARIA, "go on")))[-1], Done)
     assert (await service.usage(HALL)).limit == 9000
+
+
+async def test_a_failed_opening_leaves_no_adventure_behind(make_service, store):
+    provider = ScriptedProvider([bad_request()], reply("Second try."))
+    service = make_service(provider)
+    failed = (await run(service.start(HALL, ARIA, "x")))[-1]
+    assert failed.kind == "rejected" and "/start again" in failed.message
+    assert await store.active_session("hall") is None
+    await open_session(service)
