@@ -13,12 +13,14 @@ import json
 import math
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from typing import Any
 
 import anyio
 import httpx2
 
-from bot.llm.base import ProviderError
+from bot.llm.base import ProviderError, StreamItem
 
 # Error types / codes that mean "your money or quota ran out": retrying cannot help, and the user should
 # hear that it is a billing matter rather than a rate limit. (OpenAI: code and type ``insufficient_quota``
@@ -164,3 +166,29 @@ def parse_tool_arguments(raw: str) -> tuple[dict, bool]:
     except (ValueError, RecursionError):
         return {}, True
     return (value, False) if isinstance(value, dict) else ({}, True)
+
+
+async def stream_sdk(
+    open_stream: Callable[[], Awaitable[Any]],
+    read: Callable[[Any], AsyncIterator[StreamItem]],
+    translate: Callable[[BaseException], ProviderError | None],
+) -> AsyncIterator[StreamItem]:
+    """Open an SDK stream, yield what ``read`` makes of it, and turn SDK/transport exceptions into
+    ``ProviderError`` with ``translate`` (errors raised while opening and while iterating alike). Shared by both
+    providers: only opening, reading and translating differ."""
+    try:
+        sdk_stream = await open_stream()
+        try:
+            # aclosing: a consumer that stops early must not leave our generator to the GC.
+            async with aclosing(read(sdk_stream)) as items:
+                async for item in items:
+                    yield item
+        finally:
+            await sdk_stream.close()  # releases the connection even when the answer was not read to the end
+    except ProviderError:
+        raise
+    except Exception as exc:  # CancelledError / GeneratorExit are BaseException and pass through
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,24 +85,9 @@ class OpenAIProvider:
             params["temperature"] = request.temperature
         return params
 
-    async def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
+    def stream(self, request: LLMRequest) -> AsyncIterator[StreamItem]:
         params = self.request_params(request)
-        try:
-            sdk_stream = await self._client.chat.completions.create(**params)
-            try:
-                # aclosing: a consumer that stops early must not leave our generator to the GC.
-                async with aclosing(self._read(sdk_stream)) as items:
-                    async for item in items:
-                        yield item
-            finally:
-                await sdk_stream.close()  # releases the connection even when the answer was not read to the end
-        except ProviderError:
-            raise
-        except Exception as exc:  # CancelledError / GeneratorExit are BaseException and pass through
-            mapped = self._translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        return errors.stream_sdk(lambda: self._client.chat.completions.create(**params), self._read, self._translate)
 
     async def _read(self, sdk_stream: AsyncIterator[Any]) -> AsyncIterator[StreamItem]:
         finish_reason: str | None = None
