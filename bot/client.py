@@ -73,6 +73,10 @@ class DungeonMasterBot(commands.Bot):
             await self.load_extension(extension)
         await self.register_commands()
 
+    async def on_ready(self) -> None:
+        log.info("ready as %s in %d servers; slash commands: %s", self.user, len(self.guilds),
+                 ", ".join(f"/{c.name}" for c in self.tree.get_commands()))
+
     async def close(self) -> None:
         await super().close()
         if self._provider is not None:
