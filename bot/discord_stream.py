@@ -55,11 +55,14 @@ class _Msg:
 
 class MessageStreamer:
     def __init__(self, sink: MessageSink, *, edit_interval: float = 1.0, clock: Clock | None = None,
-                 token_expires_at: float | None = None, limit: int = 2000, cursor: str = " ▌") -> None:
+                 token_expires_at: float | None = None, limit: int = 2000, cursor: str = " ▌",
+                 blocked_note: str | None = None) -> None:
         if limit < len(cursor) + _CLOSE_RESERVE + 24 + 16:  # 24 = longest reopened fence line
             raise ValueError("limit too small for the cursor and fence markers")
         self._sink, self._interval, self._clock = sink, edit_interval, clock or MonotonicClock()
         self._deadline, self._limit, self._cursor = token_expires_at, limit, cursor
+        self._blocked_note = blocked_note  # told privately to the user when the channel refuses our messages
+        self._token_dead = False  # Discord said the token is invalid (not merely past our own, earlier deadline)
         self._text = ""
         self._checkpoint = 0
         self._note_at: int | None = None  # fail(): where our interruption note begins (not part of .text)
@@ -74,6 +77,7 @@ class MessageStreamer:
         self._task: asyncio.Task[None] | None = None
         # What callers, tests and benchmarks read.
         self.blocked_reason: str | None = None
+        self.blocked_told = False  # the user got blocked_note
         self.edit_count = self.send_count = self.delete_count = self.error_count = 0
         self.first_edit_at: float | None = None  # clock time when the first text reached Discord
 
@@ -300,6 +304,7 @@ class MessageStreamer:
         self.error_count += 1
         now = self._clock.now()
         if isinstance(e, TokenExpired) and m.kind != CHANNEL:
+            self._token_dead = True
             if op == "delete":
                 self._deletes.remove(m)
                 log.warning("token expired: a dropped follow-up stays visible")
@@ -307,6 +312,7 @@ class MessageStreamer:
         elif isinstance(e, MissingAccess) and m.kind == CHANNEL:
             self.blocked_reason = f"missing access: {e}"  # looping would only earn invalid-request strikes
             log.warning("cannot post in this channel: %s", e)
+            await self._tell_blocked()
         elif isinstance(e, RateLimitedError):
             m.limited += 1
             m.next_at = max(m.next_at, now + e.retry_after)  # the retry then carries the latest text
@@ -365,6 +371,7 @@ class MessageStreamer:
                     self.delete_count += 1
             except Exception as e:  # noqa: BLE001 - best effort; the continuation covers what it missed
                 self.error_count += 1
+                self._token_dead = self._token_dead or isinstance(e, TokenExpired)
                 log.warning("closing edit before token expiry failed: %r", e)
             hooks = self._live_hooks()  # reset() may have run during the edit
         for h in hooks:
@@ -396,7 +403,7 @@ class MessageStreamer:
             try:
                 await call()
             except TokenExpired:
-                self._expired = True
+                self._expired = self._token_dead = True
                 break
             except Exception as e:  # noqa: BLE001 - a refusal is best effort
                 self.error_count += 1
@@ -407,5 +414,19 @@ class MessageStreamer:
             await self._sink.send_channel(message)
         except MissingAccess as e:
             self.blocked_reason = f"missing access: {e}"
+            await self._tell_blocked()
         except Exception as e:  # noqa: BLE001
             log.warning("refusal message could not be posted: %r", e)
+
+    async def _tell_blocked(self) -> None:
+        """The channel refuses our messages. We give the token up before it dies (a margin), so it may still
+        carry one private note to the user saying what is missing; once Discord says it is dead, only the
+        operator's log can."""
+        if self._blocked_note is None or self._token_dead or self.blocked_told:
+            return
+        try:
+            await self._sink.send_ephemeral(self._blocked_note)
+            self.blocked_told = True
+        except Exception as e:  # noqa: BLE001 - best effort
+            self.error_count += 1
+            log.warning("could not tell the user that the bot may not post here: %r", e)
