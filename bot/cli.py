@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from bot.config import Config, ConfigError, load_config
+from bot.config import Config, ConfigError, load_config, read_secrets
 from bot.engine import llm_setup_problem
 from bot.logs import setup_logging
 
@@ -79,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as error:
-        print(f"dungeon-master: configuration error: {error}", file=sys.stderr)
+        # The message may quote a value; if that is a secret (a key pasted into the wrong setting), blank it.
+        message = str(error)
+        for secret in read_secrets(os.environ, Path(".env")).values():
+            message = message.replace(secret, "[redacted]") if len(secret) >= 6 else message
+        print(f"dungeon-master: configuration error: {message}", file=sys.stderr)
         return 2
     setup_logging(config.secrets.values())
 

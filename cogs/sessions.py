@@ -10,6 +10,8 @@ from bot.client import DungeonMasterBot
 from bot.discord_turn import answer, refuse, stream_turn
 from cogs.common import channel_of, player_of
 
+PREMISE_SHOWN = 300  # characters of the premise /session shows
+
 
 class Sessions(commands.Cog):
     def __init__(self, bot: DungeonMasterBot) -> None:
@@ -40,7 +42,10 @@ class Sessions(commands.Cog):
             await answer(interaction, "There is no adventure running in this channel. Start one with /start.")
             return
         s = view.session
-        premise = discord.utils.escape_markdown(s.premise) if s.premise else "*a surprise*"
+        # One line, and short: escaping can double a premise's length, and the answer must fit in 2000.
+        premise = " ".join(s.premise.split())
+        premise = premise if len(premise) <= PREMISE_SHOWN else premise[:PREMISE_SHOWN - 1].rstrip() + "…"
+        premise = discord.utils.escape_markdown(premise) if premise else "*a surprise*"
         await answer(interaction, (
             f"**Adventure in this channel**\n"
             f"Premise: {premise}\n"

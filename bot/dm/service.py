@@ -46,6 +46,14 @@ log = logging.getLogger(__name__)
 
 MAX_TOOL_ROUNDS = 4  # LLM calls in one turn; a model that keeps calling tools is cut off here
 MIN_BUDGET, MAX_BUDGET = 1_000, 100_000_000  # what /budget accepts
+MAX_KEPT_TOTAL = 2**63 - 1  # every roll is stored, and stores keep 64-bit integers
+
+
+def _keepable(result: dice.RollResult) -> dice.RollResult:
+    """Honest dice means every roll is kept; a total past 64 bits ("9223372036854775808") cannot be."""
+    if not -MAX_KEPT_TOTAL <= result.total <= MAX_KEPT_TOTAL:
+        raise dice.DiceError("That roll's result is too large to keep.")
+    return result
 
 
 class _Refused(Exception):
@@ -153,7 +161,7 @@ class DMService:
         reason: str | None = None,
     ) -> PlayerRoll:
         """A player's own roll. Raises ``dice.DiceError`` (a user-facing message) for bad notation."""
-        result = dice.roll(notation, advantage=advantage, reason=reason)
+        result = _keepable(dice.roll(notation, advantage=advantage, reason=reason))
         session = await self.store.active_session(channel.channel_id)
         await self.store.add_roll(channel, session.id if session else None, self._roll_record(player, result))
         return PlayerRoll(result, session is not None)
@@ -337,7 +345,7 @@ class DMService:
             return None, ToolResult(call.id, "roll_dice needs a 'notation' string, e.g. 1d20+3.", is_error=True)
         for_whom = str(args.get("for_whom") or "the DM")[:60]
         try:
-            result = dice.roll(args["notation"], reason=str(args.get("reason") or "") or None)
+            result = _keepable(dice.roll(args["notation"], reason=str(args.get("reason") or "") or None))
         except dice.DiceError as error:
             return None, ToolResult(call.id, f"Could not roll: {error}", is_error=True)
         record = self._roll_record(Player("dm", f"The DM, for {for_whom}"), result, by_dm=True)
