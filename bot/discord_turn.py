@@ -6,6 +6,7 @@ message or, for a refusal, removes the public "thinking…" and answers privatel
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,7 @@ from bot.dm.events import DMEvent, Done, Failed, Reset, RollMade, TextDelta
 log = logging.getLogger(__name__)
 NO_PINGS = discord.AllowedMentions.none()
 SILENT = "*The DM pauses, lost in thought. Try again?*"
+STOPPING = "the bot is restarting. Send your action again in a minute."
 
 
 async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DMEvent], *,
@@ -26,7 +28,12 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
     """Show a DM turn as it streams. The interaction must already be deferred with ``thinking=True``."""
     clock = MonotonicClock()
     streamer = MessageStreamer(InteractionSink(interaction), edit_interval=edit_interval, clock=clock,
-                               token_expires_at=token_deadline(interaction, clock))
+                               token_expires_at=token_deadline(interaction, clock),
+                               blocked_note=blocked_note(interaction))
+    in_flight = getattr(interaction.client, "turns_in_flight", None)  # DungeonMasterBot.close() stops these
+    task = asyncio.current_task()
+    if in_flight is not None and task is not None:
+        in_flight.add(task)
     try:
         async for event in events:
             if isinstance(event, TextDelta):
@@ -43,12 +50,44 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                 await streamer.finish()
             elif isinstance(event, Failed):
                 await streamer.fail(event.message)
+    except asyncio.CancelledError:
+        # The bot is stopping: the service has stored the turn as interrupted; end the message visibly.
+        await streamer.fail(STOPPING)
+        raise
     except Exception:
         log.exception("streaming a DM turn failed")
         await streamer.fail("something went wrong on our side; it has been logged")
-    if streamer.blocked_reason:
+    finally:
+        if in_flight is not None:
+            in_flight.discard(task)
+    if streamer.blocked_reason and streamer.blocked_reason.startswith("missing access"):
+        log.warning("cannot post in channel %s of server %s: the bot needs the %s permission(s) there (%s); %s",
+                    interaction.channel_id, interaction.guild_id, " and ".join(missing_permissions(interaction)),
+                    streamer.blocked_reason, "the user was told privately" if streamer.blocked_told
+                    else "the user could not be told (the interaction token had expired)")
+    elif streamer.blocked_reason:
         log.warning("channel %s: %s", interaction.channel_id, streamer.blocked_reason)
     return streamer
+
+
+def missing_permissions(interaction: discord.Interaction) -> list[str]:
+    """What the bot lacks to post in the interaction's channel (per the permissions Discord sent with it), or
+    both candidates when those said it could: they were taken away since."""
+    thread = isinstance(interaction.channel, discord.Thread)
+    send = "Send Messages in Threads" if thread else "Send Messages"
+    granted = interaction.app_permissions
+    missing = [name for name, ok in (("View Channel", granted.view_channel),
+                                     (send, granted.send_messages_in_threads if thread else granted.send_messages))
+               if not ok]
+    return missing or ["View Channel", send]
+
+
+def blocked_note(interaction: discord.Interaction) -> str:
+    """The private note for a user whose answer the channel refused (shown while the token still works)."""
+    return (f"⚠️ I could not post the rest of the DM's answer in <#{interaction.channel_id}>: I don't have the "
+            f"{' and '.join(f'**{p}**' for p in missing_permissions(interaction))} permission there. "
+            "A server admin, or anyone who can manage this channel, can allow it in the channel's permission "
+            "settings; then play on with /act.")
 
 
 async def refuse(interaction: discord.Interaction, message: str) -> None:

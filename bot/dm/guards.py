@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,26 +21,58 @@ from bot.llm.base import LLMRequest, ProviderError
 
 
 class ChannelRateLimiter:
-    """``requests_per_minute`` LLM turns per channel, over a moving window (the ``limits`` library).
+    """``requests_per_minute`` LLM turns per channel, over a moving window.
 
-    The same code runs on Redis (``redis://…``) when several bot processes must share the counts.
+    On Redis (``redis://…``, when several bot processes must share the counts) the ``limits`` library keeps the
+    windows. In one process (``memory://``) they are kept here (``_LocalWindows``): limits' async memory storage
+    follows every hit with a pass over *every* channel's window, one thread-pool hop per channel, so with a few
+    hundred active channels that pass never stops and costs more CPU than the turns themselves (bench/).
     """
 
     def __init__(self, per_minute: int, backend: str = "memory://") -> None:
         self.item = RateLimitItemPerMinute(per_minute)
+        self.local: _LocalWindows | None = None
+        self.limiter: MovingWindowRateLimiter | None = None
         if backend.startswith(("redis://", "rediss://")):
             # redis-py's asyncio client (the `redis` package) rather than limits' default, coredis.
             storage = storage_from_string(f"async+{backend}", implementation="redispy")
+            self.limiter = MovingWindowRateLimiter(storage)
         else:
-            storage = storage_from_string(f"async+{backend}")
-        self.limiter = MovingWindowRateLimiter(storage)
+            self.local = _LocalWindows(self.item.amount, self.item.get_expiry())
 
     async def acquire(self, channel_id: str) -> float | None:
         """Count one turn. Returns None if allowed, else how many seconds until a turn is allowed again."""
+        if self.local is not None:
+            return self.local.hit(channel_id)
+        assert self.limiter is not None
         if await self.limiter.hit(self.item, "dm-turn", channel_id):
             return None
         stats = await self.limiter.get_window_stats(self.item, "dm-turn", channel_id)
         return max(1.0, stats.reset_time - time.time())
+
+
+class _LocalWindows:
+    """Moving windows in this process: the times of each channel's turns in the last ``seconds``, O(1) a hit.
+    Channels idle for a whole window are forgotten, in one sweep per window."""
+
+    def __init__(self, amount: int, seconds: float) -> None:
+        self.amount, self.seconds = amount, seconds
+        self._hits: dict[str, deque[float]] = {}
+        self._next_sweep = time.monotonic() + seconds
+
+    def hit(self, key: str) -> float | None:
+        now = time.monotonic()
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self.seconds:
+            hits.popleft()
+        if len(hits) >= self.amount:
+            return max(1.0, hits[0] + self.seconds - now)
+        hits.append(now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.seconds
+            for idle in [k for k, h in self._hits.items() if h[-1] <= now - self.seconds]:
+                del self._hits[idle]
+        return None
 
 
 def estimate_tokens(request: LLMRequest) -> int:

@@ -126,6 +126,10 @@ class AnthropicProvider:
                 usage = _usage_from(getattr(event, "usage", None), usage)
                 yield usage
             elif kind == "message_stop":
+                # Read the body to its end (only the stream's closing bytes follow): a response closed half-read
+                # cannot go back to the connection pool, and every call would pay a new TCP and TLS handshake.
+                async for _ in sdk_stream:
+                    pass
                 yield Finish(_STOP_REASONS.get(stop_reason or "", "other"))
                 return
         raise errors.truncated(self.label)

@@ -4,6 +4,10 @@ One connection serves the whole process. aiosqlite runs its statements one at a 
 coroutines could still interleave statements *inside* each other's transactions, so every write transaction
 holds ``_write_lock``. ``BEGIN IMMEDIATE`` takes SQLite's write lock at the start, so two processes on one
 file wait for each other (``busy_timeout``) instead of failing half-way.
+
+Every statement is a round trip to that thread and back through the event loop, which takes a while when the
+loop is busy (hundreds of channels streaming): reads take one trip (``execute_fetchall``), and the write lock is
+held for as few trips as possible.
 """
 
 from __future__ import annotations
@@ -190,11 +194,10 @@ class SQLiteStore:
         return Session(cursor.lastrowid, channel.guild_id, channel.channel_id, starter, premise, "active", now)
 
     async def active_session(self, channel_id: str) -> Session | None:
-        cursor = await self.db.execute(
+        rows = await self.db.execute_fetchall(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE channel_id = ? AND status = 'active'", (channel_id,)
         )
-        row = await cursor.fetchone()
-        return _session(row) if row else None
+        return _session(rows[0]) if rows else None
 
     async def end_session(self, session_id: int, ended_by: Player) -> None:
         async with self._write() as db:
@@ -245,8 +248,9 @@ class SQLiteStore:
         )
 
     async def begin_turn(self, session_id: int, player: Player, text: str) -> int:
-        async with self._write() as db:
-            return await self._insert_turn(db, session_id, "player", player, text, "pending")
+        # One statement is a transaction on its own: no BEGIN/COMMIT round trips while holding the write lock.
+        async with self._write_lock:
+            return await self._insert_turn(self.db, session_id, "player", player, text, "pending")
 
     async def complete_turn(
         self,
@@ -283,18 +287,18 @@ class SQLiteStore:
             await self._insert_roll(db, channel, session_id, turn_id, roll)
 
     async def count_turns(self, session_id: int) -> int:
-        cursor = await self.db.execute(
+        rows = await self.db.execute_fetchall(
             "SELECT COUNT(*) FROM turns WHERE session_id = ? AND status = 'complete'", (session_id,)
         )
-        return (await cursor.fetchone())[0]
+        return rows[0][0]
 
     async def turns(self, session_id: int, offset: int = 0) -> list[Turn]:
-        cursor = await self.db.execute(
+        rows = await self.db.execute_fetchall(
             f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ? AND status = 'complete'"
             " ORDER BY seq LIMIT -1 OFFSET ?",
             (session_id, offset),
         )
-        return [_turn(row) for row in await cursor.fetchall()]
+        return [_turn(row) for row in rows]
 
     async def all_turns(self, session_id: int) -> list[Turn]:
         """Every turn whatever its status (for tests and audits)."""
@@ -306,13 +310,13 @@ class SQLiteStore:
     # -- usage ----------------------------------------------------------------------------------------------
 
     async def usage_totals(self, session_id: int) -> UsageTotals:
-        cursor = await self.db.execute(
+        rows = await self.db.execute_fetchall(
             "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
             " COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_write_tokens), 0),"
             " COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd), COUNT(*) FROM usage WHERE session_id = ?",
             (session_id,),
         )
-        i, o, cr, cw, cost, unknown, calls = await cursor.fetchone()
+        i, o, cr, cw, cost, unknown, calls = rows[0]
         return UsageTotals(Usage(i, o, cr, cw), float(cost), unknown == 0, calls)
 
     # -- meta -----------------------------------------------------------------------------------------------
