@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak --run-soak tests
+	$(BIN)/python -m pytest -q -rP -m soak --run-soak tests
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -41,7 +41,8 @@ class DiscordConfig:
     gateway_url: str = field(default="wss://gateway.discord.gg", metadata=_rule(doc="ws-url"))
     sync_commands: Literal["global", "guild", "off"] = "global"
     dev_guild_id: int | None = field(default=None, metadata=_rule(min=1))
-    edit_interval_seconds: float = field(default=1.0, metadata=_rule(min=0.2, max=60))
+    # at least 0.4: Discord allows about 5 edits per 2 s on one interaction token
+    edit_interval_seconds: float = field(default=1.0, metadata=_rule(min=0.4, max=60))
     application_id: int | None = field(default=None, metadata=_rule(min=1))
 
 
@@ -52,7 +53,8 @@ class LLMConfig:
     base_url: str | None = field(default=None, metadata=_rule(doc="url"))
     max_output_tokens: int = field(default=1024, metadata=_rule(min=16, max=64000))
     temperature: float | None = field(default=0.8, metadata=_rule(min=0, max=2))
-    timeout_seconds: float = field(default=60.0, metadata=_rule(min=1, max=600))
+    # the longest silence tolerated; short, because the players wait meanwhile (they are told of each retry)
+    timeout_seconds: float = field(default=10.0, metadata=_rule(min=1, max=600))
 
 
 @dataclass(frozen=True)

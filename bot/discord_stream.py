@@ -64,6 +64,8 @@ class MessageStreamer:
         self._blocked_note = blocked_note  # told privately to the user when the channel refuses our messages
         self._token_dead = False  # Discord said the token is invalid (not merely past our own, earlier deadline)
         self._text = ""
+        self._status: str | None = None  # status(): a transient line shown under the text while writing
+        self._text_shown = False  # some narration reached Discord (then a failure ends it in public)
         self._checkpoint = 0
         self._note_at: int | None = None  # fail(): where our interruption note begins (not part of .text)
         self._low = 0  # lowest text length since the current call started (a reset may cut during a call)
@@ -99,6 +101,13 @@ class MessageStreamer:
             log.warning("feed() after finish()/fail() ignored")
             return
         self._text += text
+        self._status = None  # new text is the news: the notice has done its job
+        self._poke()
+
+    def status(self, note: str | None) -> None:
+        """A transient small line under the text while writing (e.g. "trying again…" during a retry), so a wait
+        is never unexplained. The next ``feed`` or the end of the answer removes it."""
+        self._status = f"-# {note}" if note else None
         self._poke()
 
     def checkpoint(self) -> None:
@@ -136,7 +145,7 @@ class MessageStreamer:
 
     async def fail(self, message: str) -> None:
         if not self._closing:
-            if self._text.strip() or any(m.shown is not None for m in self._msgs):
+            if self._text.strip() or self._text_shown:  # a status note alone is not an answer to end
                 last = self._msgs[-1]
                 open_fence = scan_fences(self._text, last.start, len(self._text), last.inside, last.lang)[0]
                 self._note_at = len(self._text)
@@ -200,10 +209,12 @@ class MessageStreamer:
         inside, lang, _ = scan_fences(self._text, m.start, at, m.inside, m.lang)
         self._msgs.append(_Msg(CHANNEL if self._expired else FOLLOWUP, at, inside, lang))
 
-    def _content(self, m: _Msg, end: int, final: bool, closes: bool) -> str:
+    def _content(self, m: _Msg, end: int, final: bool, closes: bool, status: str | None = None) -> str:
         body = m.prefix + self._text[self._eff_start(m):end]
         open_fence = scan_fences(self._text, m.start, end, m.inside, m.lang)[0]
         if not final:  # while writing: cursor, and the fence closed for now so code renders as code
+            if status and not open_fence and len(body) + len(status) + len(self._cursor) + 1 <= self._limit:
+                body += f"\n{status}"  # under the text, the cursor still last: the answer is being written
             return body + self._cursor + ("\n" + FENCE if open_fence else "")
         if open_fence and closes:  # the text continues in the next message, which reopens the fence
             body += FENCE if body.endswith("\n") else "\n" + FENCE
@@ -261,10 +272,11 @@ class MessageStreamer:
             # While writing, hold back a fence marker still arriving ("``", "```py"), so what is shown always
             # ends where a cut is safe: a token that dies right then leaves no broken fence behind.
             end = m.end if m.end is not None else len(self._text) if final else self._safe_cut(m)
+            status = self._status if last and not final and (m.created or m.kind == ORIGINAL) else None
             if last and m.shown is None and not self._text[self._eff_start(m):end].strip():
-                if not (self._closing and m.kind == ORIGINAL):
+                if not (self._closing and m.kind == ORIGINAL) and status is None:
                     return None  # nothing to show yet; never send an empty message
-            content = self._content(m, end, final=final, closes=not last)
+            content = self._content(m, end, final=final, closes=not last, status=status)
             if content != m.shown:
                 return m, ("edit" if m.created else "send"), content, end
         return None
@@ -295,6 +307,7 @@ class MessageStreamer:
             self._deletes.remove(m)
             return
         m.shown, m.shown_end = content, min(end, self._low)
+        self._text_shown = self._text_shown or bool(self._text[self._eff_start(m):m.shown_end].strip())
         if self.first_edit_at is None:
             self.first_edit_at = self._clock.now()
         if m.dropped and op == "send":  # reset() dropped it while the send was in flight

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import discord
 
 from bot.discord_sink import InteractionSink, token_deadline
 from bot.discord_stream import MessageStreamer
 from bot.message_sink import MonotonicClock
-from bot.dm.events import DMEvent, Done, Failed, Reset, RollMade, TextDelta
+from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta
 
 log = logging.getLogger(__name__)
 NO_PINGS = discord.AllowedMentions.none()
@@ -35,21 +36,30 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
     if in_flight is not None and task is not None:
         in_flight.add(task)
     try:
-        async for event in events:
-            if isinstance(event, TextDelta):
-                streamer.feed(event.text)
-            elif isinstance(event, Reset):
-                streamer.reset()
-            elif isinstance(event, RollMade):
-                gap = "\n\n" if streamer.text.strip() else ""
-                streamer.feed(f"{gap}{event.roll.markdown(event.for_whom)}\n\n")
-                streamer.checkpoint()  # a roll stays, whatever a later retry does
-            elif isinstance(event, Done):
-                if not streamer.text.strip():
-                    streamer.feed(SILENT)
-                await streamer.finish()
-            elif isinstance(event, Failed):
-                await streamer.fail(event.message)
+        ending: DMEvent | None = None
+        async with aclosing(events) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    streamer.feed(event.text)
+                elif isinstance(event, Reset):
+                    streamer.reset()
+                elif isinstance(event, Retrying):
+                    streamer.status(retry_note(event))
+                elif isinstance(event, RollMade):
+                    gap = "\n\n" if streamer.text.strip() else ""
+                    streamer.feed(f"{gap}{event.roll.markdown(event.for_whom)}\n\n")
+                    streamer.checkpoint()  # a roll stays, whatever a later retry does
+                elif isinstance(event, Done | Failed):
+                    ending = event
+                    break
+        # The DM's turn is over and its channel free for the next action before the last edits, which edit
+        # pacing may hold back for up to an interval.
+        if isinstance(ending, Failed):
+            await streamer.fail(ending.message)
+        else:
+            if not streamer.text.strip():
+                streamer.feed(SILENT)
+            await streamer.finish()
     except asyncio.CancelledError:
         # The bot is stopping: the service has stored the turn as interrupted; end the message visibly.
         await streamer.fail(STOPPING)
@@ -68,6 +78,10 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
     elif streamer.blocked_reason:
         log.warning("channel %s: %s", interaction.channel_id, streamer.blocked_reason)
     return streamer
+
+
+def retry_note(event: Retrying) -> str:
+    return f"⏳ {event.reason}; trying again ({event.attempt}/{event.attempts})…"
 
 
 def missing_permissions(interaction: discord.Interaction) -> list[str]:

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from bot.config import Config
 from bot.dm.dice import DiceError
-from bot.dm.events import DMEvent, Done, Failed, Reset, RollMade, TextDelta
+from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta
 from bot.dm.service import DMService
 from bot.engine import dm_engine
 from bot.llm.base import LLMProvider
@@ -63,6 +63,8 @@ class TerminalPlayer:
             self.out.flush()
         elif isinstance(event, Reset):
             self.say("\n[the DM lost the thread and starts that part over]")
+        elif isinstance(event, Retrying):
+            self.say(f"\n[{event.reason}; trying again ({event.attempt}/{event.attempts})…]")
         elif isinstance(event, RollMade):
             self.say(f"\n  🎲 {event.roll.summary(event.for_whom)}")
         elif isinstance(event, Done):

@@ -1,6 +1,6 @@
 """What the DM service yields while it runs a turn. Faces (Discord, terminal) turn these into output.
 
-A turn's stream is: any number of ``TextDelta``/``Reset``/``RollMade``/``UsageReport`` events, then exactly one
+A turn's stream is: any number of ``TextDelta``/``Reset``/``Retrying``/``RollMade``/``UsageReport`` events, then exactly one
 ``Done`` or one ``Failed``. A refusal (no session, rate limit, budget, …) is a turn whose only event is
 ``Failed``: nothing was shown and no LLM call was made.
 """
@@ -52,6 +52,16 @@ class UsageReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Retrying:
+    """An LLM call failed and is about to be tried again (``attempt`` of ``attempts``): tell the players why
+    they wait. Transient: the next text, or the end of the turn, replaces it."""
+
+    attempt: int
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     finish_reason: str
 
@@ -79,4 +89,4 @@ class Failed:
     retry_after: float | None = None
 
 
-DMEvent = TextDelta | Reset | RollMade | UsageReport | Done | Failed
+DMEvent = TextDelta | Reset | Retrying | RollMade | UsageReport | Done | Failed

@@ -123,10 +123,19 @@ class RetryPolicy:
         self.config = config
         self.sleep = sleep
         self._backoff = wait_exponential_jitter(
-            initial=config.initial_backoff_seconds,
+            multiplier=config.initial_backoff_seconds,
             max=config.max_backoff_seconds,
             jitter=config.initial_backoff_seconds,
         )
+
+    @staticmethod
+    def _retryable(error: BaseException) -> bool:
+        return isinstance(error, ProviderError) and error.retryable
+
+    def will_retry(self, error: BaseException, attempt: int) -> bool:
+        """Whether ``retrying()`` tries again after ``error`` ended attempt number ``attempt`` (so the service
+        can say so before the wait)."""
+        return self._retryable(error) and attempt < self.config.attempts and not self.asks_too_long(error)
 
     def asks_too_long(self, error: BaseException | None) -> bool:
         retry_after = getattr(error, "retry_after", None)
@@ -145,7 +154,7 @@ class RetryPolicy:
         return AsyncRetrying(
             stop=stop_after_attempt(self.config.attempts) | self._stop_on_long_retry_after,
             wait=self._wait,
-            retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
+            retry=retry_if_exception(self._retryable),
             sleep=self.sleep,
             reraise=True,
         )

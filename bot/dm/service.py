@@ -19,12 +19,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 
 from bot.config import Config
 from bot.dm import dice
-from bot.dm.events import DMEvent, Done, Failed, Reset, RollMade, TextDelta, UsageReport
+from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta, UsageReport
 from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, estimate_tokens
 from bot.dm.history import build_messages, window_start
 from bot.dm.prompts import ROLL_DICE, system_prompt
@@ -130,13 +130,14 @@ class DMService:
                     session = await self.store.start_session(channel, starter, premise)
                 except SessionExists:
                     raise _Refused(self._session_active(await self.store.active_session(channel.channel_id)))
-                async for event in self._run_turn(session, None, []):
-                    if isinstance(event, Failed):
-                        # No opening, no adventure: close it (it stays in the database) so /start can be retried.
-                        await self.store.end_session(session.id, starter)
-                        event = Failed(event.kind, f"{event.message} The adventure was not started; /start again "
-                                                   "when you are ready.", event.retry_after)
-                    yield event
+                async with aclosing(self._run_turn(session, None, [])) as events:
+                    async for event in events:
+                        if isinstance(event, Failed):
+                            # No opening, no adventure: close it (it stays in the database) so /start can be retried.
+                            await self.store.end_session(session.id, starter)
+                            event = Failed(event.kind, f"{event.message} The adventure was not started; /start "
+                                                       "again when you are ready.", event.retry_after)
+                        yield event
         except _Refused as refused:
             yield refused.failure
 
@@ -151,8 +152,9 @@ class DMService:
                 if session is None:
                     raise _Refused(self._no_session())
                 pending = Turn(0, session.id, 0, "player", player, text, "pending", time.time())
-                async for event in self._run_turn(session, player, [pending]):
-                    yield event
+                async with aclosing(self._run_turn(session, player, [pending])) as events:
+                    async for event in events:
+                        yield event
         except _Refused as refused:
             yield refused.failure
 
@@ -277,8 +279,9 @@ class DMService:
         try:
             for round_no in range(1, MAX_TOOL_ROUNDS + 1):
                 result = _Round()
-                async for event in self._call(request, result, calls):
-                    yield event
+                async with aclosing(self._call(request, result, calls)) as events:
+                    async for event in events:
+                        yield event
                 narration.append(result.text)
                 if not result.tool_calls or round_no == MAX_TOOL_ROUNDS:
                     break
@@ -321,16 +324,22 @@ class DMService:
                 result.text, result.tool_calls, result.finish = "", [], "other"
                 usage: Usage | None = None
                 try:
-                    async for item in self.provider.stream(request):
-                        if isinstance(item, TextChunk):
-                            result.text += item.text
-                            yield TextDelta(item.text)
-                        elif isinstance(item, ToolCall):
-                            result.tool_calls.append(item)
-                        elif isinstance(item, Usage):
-                            usage = item
-                        elif isinstance(item, Finish):
-                            result.finish = item.reason
+                    async with aclosing(self.provider.stream(request)) as items:  # closed even if we stop early
+                        async for item in items:
+                            if isinstance(item, TextChunk):
+                                result.text += item.text
+                                yield TextDelta(item.text)
+                            elif isinstance(item, ToolCall):
+                                result.tool_calls.append(item)
+                            elif isinstance(item, Usage):
+                                usage = item
+                            elif isinstance(item, Finish):
+                                result.finish = item.reason
+                except ProviderError as error:
+                    number = attempt.retry_state.attempt_number
+                    if self.retry.will_retry(error, number):
+                        yield Retrying(number + 1, self.retry.config.attempts, error.message)
+                    raise
                 finally:
                     if usage is not None:
                         calls.append(self._call_record(usage))

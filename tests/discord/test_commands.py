@@ -181,3 +181,16 @@ async def test_budget_needs_manage_server_and_applies_at_once(make_dm_bot):
     act = await h.run("act", {"action": "onwards"})
     assert "used 3,100 of its 4,000 tokens" in private(h, act)[0].content
     assert_clean(h)
+
+
+async def test_a_retry_is_explained_while_the_players_wait(make_dm_bot):
+    from tests.fakes import overloaded
+
+    h = await make_dm_bot(ScriptedProvider([overloaded()], reply("The storm passes.")),
+                          retry={"initial_backoff_seconds": 0.3, "max_backoff_seconds": 0.3})
+    inter = await h.run("start")
+    [message] = public(h, inter)
+    assert message.content == "The storm passes."
+    notes = [r.content for r in message.history if "-# ⏳" in r.content]
+    assert notes and notes[0].endswith("-# ⏳ Anthropic is overloaded (529); trying again (2/3)… ▌")
+    assert_clean(h)

@@ -23,7 +23,7 @@ def config_text(standin: DiscordStandIn, llm_url: str, provider: str) -> str:
 [discord]
 api_base_url = "{standin.api_base_url}"
 gateway_url = "{standin.gateway_url}"
-edit_interval_seconds = 0.3
+edit_interval_seconds = 0.4
 
 [llm]
 provider = "{provider}"

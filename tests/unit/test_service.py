@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.dm.events import Done, Failed, Reset, RollMade, TextDelta, UsageReport
+from bot.dm.events import Done, Failed, Reset, Retrying, RollMade, TextDelta, UsageReport
 from bot.dm.guards import RetryPolicy
 from bot.dm.service import DMService
 from bot.llm.base import Finish, TextChunk, ToolCall, Usage
@@ -204,7 +204,7 @@ async def test_reset_comes_before_a_retry_that_follows_partial_text(make_service
                                 reply("The bridge holds."))
     events = await open_session(make_service(provider))
     kinds = [type(e).__name__ for e in events if not isinstance(e, UsageReport)]
-    assert kinds.index("Reset") == kinds.index("TextDelta") + 1
+    assert kinds[:4] == ["TextDelta", "Retrying", "Reset", "TextDelta"]  # told, then the half answer goes
     assert text_of(events) == "The bridge holds."
     session = await store.active_session("hall")
     assert (await store.turns(session.id))[-1].content == "The bridge holds."
@@ -338,3 +338,14 @@ async def test_a_failed_opening_leaves_no_adventure_behind(make_service, store):
     assert failed.kind == "rejected" and "/start again" in failed.message
     assert await store.active_session("hall") is None
     await open_session(service)
+
+
+async def test_players_are_told_before_each_retry_and_only_then(make_service):
+    provider = ScriptedProvider([overloaded()], [overloaded()], reply("Made it."))
+    events = await open_session(make_service(provider))
+    notes = [e for e in events if isinstance(e, Retrying)]
+    assert notes == [Retrying(2, 3, "Anthropic is overloaded (529)"), Retrying(3, 3, "Anthropic is overloaded (529)")]
+    for script, told in (([bad_request()],), 0), (([rate_limited(120)],), 0), (([overloaded()],) * 3, 2):
+        events = await run(make_service(ScriptedProvider(*script)).start(CRYPT, BRAM, "x"))
+        assert isinstance(events[-1], Failed)
+        assert len([e for e in events if isinstance(e, Retrying)]) == told  # never after the last attempt

@@ -242,6 +242,26 @@ async def test_first_delta_is_shown_at_once() -> None:
     assert sink.visible() == ["The tavern"]
 
 
+async def test_a_status_note_explains_a_wait_and_vanishes_with_new_text() -> None:
+    clock, sink, s = make()
+
+    async def scenario() -> None:
+        s.status("⏳ the provider is slow; trying again (2/3)…")  # before any text: the "thinking…" explains itself
+        await clock.sleep(2)
+        s.feed("The bridge holds.")
+        await clock.sleep(2)
+        s.status("⏳ trying again (3/3)…")
+        await clock.sleep(2)
+        await s.finish()
+
+    await clock.run(scenario())
+    shown = [c.content for c in sink.calls]
+    assert shown[0].endswith("\n-# ⏳ the provider is slow; trying again (2/3)…" + CURSOR)
+    assert "The bridge holds." + CURSOR in shown and "-# " not in shown[1]
+    assert any(c == "The bridge holds.\n-# ⏳ trying again (3/3)…" + CURSOR for c in shown)
+    assert sink.visible() == ["The bridge holds."]  # the final message carries no note
+
+
 async def test_thirty_second_stream_gets_about_thirty_edits() -> None:
     clock, sink, s = make(edit_interval=1.0)
     deltas = ["ab "] * 600  # one delta every 50 ms for 30 s (1800 chars: one message)
@@ -564,6 +584,19 @@ async def test_fail_before_any_text_is_private() -> None:
     await clock.run(s.fail("Slow down: next turn in 12 s."))
     assert [c.op for c in sink.calls] == ["delete", "send_ephemeral"]  # delete first: see _refuse
     assert sink.visible() == [] and sink.ephemeral == ["Slow down: next turn in 12 s."]
+
+
+async def test_fail_after_only_a_status_note_is_still_private() -> None:
+    clock, sink, s = make()
+
+    async def scenario() -> None:
+        s.status("⏳ trying again (2/3)…")
+        await clock.sleep(1)
+        await s.fail("The AI provider is not answering right now.")
+
+    await clock.run(scenario())
+    assert [c.op for c in sink.calls] == ["edit_original", "delete", "send_ephemeral"]
+    assert sink.ephemeral == ["The AI provider is not answering right now."]
 
 
 # ----- the 15-minute token -----
