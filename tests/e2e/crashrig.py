@@ -26,40 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from tests.discord.conftest import APP_ID, BOT_ID, TOKEN, guild_spec
+from tests.e2e.botproc import config_text
 from tests.e2e.faultkit import CURSOR, INTERRUPTED, seen, turns, usage_rows
 from tests.standin import DiscordStandIn, Limits
 
-STORY = ("The torchlight catches a seam in the wall, and when you press it the stone swings inward on silent "
-         "hinges. Beyond, a narrow stair winds down into cold air that smells of river water and old smoke.")
-
-
-def config_text(standin: DiscordStandIn, llm_url: str, provider: str) -> str:
-    model = "claude-haiku-4-5" if provider == "anthropic" else "gpt-4o-mini"
-    return f"""
-[discord]
-api_base_url = "{standin.api_base_url}"
-gateway_url = "{standin.gateway_url}"
-edit_interval_seconds = 0.4
-
-[llm]
-provider = "{provider}"
-model = "{model}"
-base_url = "{llm_url}"
-timeout_seconds = 10
-
+# The DM rolls nothing (one model call per turn keeps the ledger audit exact); a roomy rate limit.
+RIG_SETTINGS = """
 [dm]
 dm_rolls = false
 
 [limits]
 requests_per_minute = 1000
-
-[retry]
-initial_backoff_seconds = 0.1
-max_backoff_seconds = 0.5
-
-[database]
-url = "sqlite:///game.db"
 """
+
+STORY = ("The torchlight catches a seam in the wall, and when you press it the stone swings inward on silent "
+         "hinges. Beyond, a narrow stair winds down into cold air that smells of river water and old smoke.")
 
 
 @dataclass
@@ -89,7 +70,9 @@ class CrashRig:
         standin = await DiscordStandIn(application_id=APP_ID, bot_user_id=BOT_ID, bot_token=TOKEN,
                                        guilds=[guild_spec()], limits=Limits(interaction=(50, 1.0))).start()
         path = "/v1" if provider == "openai" else "/anthropic"
-        (root / "config.toml").write_text(config_text(standin, llmock.url + path, provider))
+        model = "claude-haiku-4-5" if provider == "anthropic" else "gpt-4o-mini"
+        (root / "config.toml").write_text(config_text(standin, provider=provider, base_url=llmock.url + path,
+                                                      model=model, extra=RIG_SETTINGS))
         llmock.tool_mode("off")
         llmock.pace(15)  # the answer streams for about a second: kills land before, during and after it
         for i in range(2000):  # every call answers a distinct text, so stored turns match what was shown

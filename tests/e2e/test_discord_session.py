@@ -3,68 +3,27 @@ local LLM server (llmock), on both providers. Checked as a user would see the ch
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
-
 import pytest
 
 from tests.discord.conftest import APP_ID, BOT_ID, GENERAL, OTHER, PLAYER, TOKEN, guild_spec
+from tests.e2e.botproc import CURSOR, clean_env, config_text, settled, start_bot
 from tests.standin import DiscordStandIn
 
-CURSOR = "▌"
 NARRATION = " ".join(["The lantern gutters as the stairs spiral up into the dark, each step groaning underfoot."] * 3)
-
-
-def config_text(standin: DiscordStandIn, llm_url: str, provider: str) -> str:
-    model = "claude-haiku-4-5" if provider == "anthropic" else "gpt-4o-mini"
-    return f"""
-[discord]
-api_base_url = "{standin.api_base_url}"
-gateway_url = "{standin.gateway_url}"
-edit_interval_seconds = 0.4
-
-[llm]
-provider = "{provider}"
-model = "{model}"
-base_url = "{llm_url}"
-timeout_seconds = 10
-
-[retry]
-initial_backoff_seconds = 0.1
-max_backoff_seconds = 0.5
-
-[database]
-url = "sqlite:///game.db"
-"""
-
-
-async def settled(standin: DiscordStandIn, inter, timeout: float = 20.0):
-    """Wait until the interaction's answer is final: no "thinking…", no cursor, or a private message."""
-
-    def done():
-        seen = [m for m in standin.messages(inter.channel_id, viewer_id=inter.user_id)
-                if m.id == inter.original_id or m.id in inter.followup_ids]
-        final = [m for m in seen if not m.deleted and not m.loading and not m.content.endswith(CURSOR)]
-        return final if final and len(final) == len([m for m in seen if not m.deleted]) else None
-
-    return await standin.wait_for(done, timeout)
 
 
 @pytest.mark.parametrize("provider, path", [("openai", "/v1"), ("anthropic", "/anthropic")])
 async def test_a_whole_session(tmp_path, llmock, provider, path):
     standin = await DiscordStandIn(application_id=APP_ID, bot_user_id=BOT_ID, bot_token=TOKEN,
                                    guilds=[guild_spec()]).start()
-    (tmp_path / "config.toml").write_text(config_text(standin, llmock.url + path, provider))
+    model = "claude-haiku-4-5" if provider == "anthropic" else "gpt-4o-mini"
+    (tmp_path / "config.toml").write_text(config_text(standin, provider=provider, base_url=llmock.url + path,
+                                                      model=model))
     llmock.tool_mode("off")
     llmock.reply("Welcome to the lighthouse at the end of the world. What do you do?")
     llmock.call_tool("roll_dice", {"notation": "1d20+2", "reason": "the ghost's ambush", "for_whom": "the ghost"})
     llmock.reply(NARRATION)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DM_", "ANTHROPIC_", "OPENAI_"))}
-    env.update(DISCORD_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
-    bot = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env,
-                                               stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    bot = await start_bot(tmp_path, clean_env(DISCORD_TOKEN=TOKEN))
     try:
         await standin.wait_ready(timeout=30)
         await standin.wait_for_commands("start", "act", "roll", "tokens", "end", "session", "budget", timeout=30)
@@ -105,12 +64,6 @@ async def test_a_whole_session(tmp_path, llmock, provider, path):
         assert not any(m.loading for m in standin.messages(GENERAL))
         assert not any(m.pinged_everyone or m.pinged_users for m in standin.messages(GENERAL))
     finally:
-        if bot.returncode is None:
-            bot.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(bot.wait(), 15)
-            except TimeoutError:
-                bot.kill()
-        output = (await bot.stdout.read()).decode()
+        output = await bot.stop()
         await standin.stop()
     assert "Traceback" not in output, output
