@@ -178,6 +178,17 @@ class Harness:
     task: asyncio.Task[None]
 
 
+async def shut_down(harness: Any) -> None:
+    """Close a harness's bot and stand-in; the stand-in must not have failed on anything it was sent."""
+    await harness.bot.close()
+    try:
+        await asyncio.wait_for(harness.task, timeout=5)
+    except Exception:
+        harness.task.cancel()
+    await harness.standin.stop()
+    assert not harness.standin.server_errors, harness.standin.server_errors[0]
+
+
 @pytest.fixture
 def point_discord_py() -> Any:
     """Point discord.py at a stand-in for the test, and restore Discord's URLs afterwards."""
@@ -218,13 +229,7 @@ async def make_harness(point_discord_py: Callable[[DiscordStandIn], None]) -> As
 
     yield make
     for harness in made:
-        await harness.bot.close()
-        try:
-            await asyncio.wait_for(harness.task, timeout=5)
-        except Exception:
-            harness.task.cancel()
-        await harness.standin.stop()
-        assert not harness.standin.server_errors, harness.standin.server_errors[0]
+        await shut_down(harness)
 
 
 # -- the product's own bot against the stand-in ------------------------------------------------------------
@@ -304,10 +309,4 @@ async def make_dm_bot(point_discord_py: Callable[[DiscordStandIn], None], tmp_pa
 
     yield make
     for harness in made:
-        await harness.bot.close()
-        try:
-            await asyncio.wait_for(harness.task, timeout=5)
-        except Exception:
-            harness.task.cancel()
-        await harness.standin.stop()
-        assert not harness.standin.server_errors, harness.standin.server_errors[0]
+        await shut_down(harness)
