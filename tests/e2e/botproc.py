@@ -23,7 +23,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def config_text(standin: Any, *, provider: str, base_url: str, model: str, database: str = "game.db",
-                edit_interval: float = 0.4, extra: str = "") -> str:
+                edit_interval: float = 0.5, extra: str = "") -> str:
     return f"""
 [discord]
 api_base_url = "{standin.api_base_url}"
