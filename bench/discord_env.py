@@ -33,7 +33,7 @@ GUILD_BASE = 800_000_000_000_100_000
 CHANNEL_BASE = 810_000_000_000_000_000
 CHANNELS_PER_GUILD = 250  # Discord allows 500 channels per guild
 CURSOR = "▌"
-MODEL = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4.1-mini"}
+MODEL = {"anthropic": "claude-sonnet-5-5", "openai": "gpt-4.1-mini"}
 
 
 def guild_specs(channels: int) -> tuple[list[dict[str, Any]], dict[int, int]]:

@@ -49,7 +49,7 @@ class DiscordConfig:
 @dataclass(frozen=True)
 class LLMConfig:
     provider: Literal["anthropic", "openai"] = "anthropic"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"
     base_url: str | None = field(default=None, metadata=_rule(doc="url"))
     max_output_tokens: int = field(default=1024, metadata=_rule(min=16, max=64000))
     temperature: float | None = field(default=0.8, metadata=_rule(min=0, max=2))

@@ -39,13 +39,17 @@ class Price:
 
 FREE = Price(0.0, 0.0, 0.0, 0.0)
 
-# List prices, to be checked (see the module docstring). Anthropic: cache write is the 5-minute ephemeral
-# rate (1.25 × input), cache read 0.1 × input. OpenAI: cached input tokens are discounted automatically and
-# there is no cache-write charge, so cache_write equals the input price.
+# List prices as published in November 2026, to be checked (see the module docstring). Anthropic: cache write
+# is the 5-minute ephemeral rate (1.25 × input), cache read 0.1 × input. OpenAI: cached input tokens are
+# discounted automatically and there is no cache-write charge, so cache_write equals the input price.
 BUILTIN_PRICES: dict[str, dict[str, Price]] = {
     "anthropic": {
-        "claude-sonnet-4-5": Price(3.00, 15.00, cache_read=0.30, cache_write=3.75),
+        "claude-sonnet-5-5": Price(2.00, 10.00, cache_read=0.20, cache_write=2.50),
+        "claude-sonnet-5": Price(2.00, 10.00, cache_read=0.20, cache_write=2.50),
+        "claude-sonnet-4-6": Price(3.00, 15.00, cache_read=0.30, cache_write=3.75),
+        "claude-sonnet-4-5": Price(3.00, 15.00, cache_read=0.30, cache_write=3.75),  # end of life 2026-11-30
         "claude-haiku-4-5": Price(1.00, 5.00, cache_read=0.10, cache_write=1.25),
+        "claude-opus-5": Price(5.00, 25.00, cache_read=0.50, cache_write=6.25),
         "claude-opus-4-5": Price(5.00, 25.00, cache_read=0.50, cache_write=6.25),
     },
     "openai": {

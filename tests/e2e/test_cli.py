@@ -32,7 +32,7 @@ def test_check_shows_settings_and_secrets_only_as_set(tmp_path):
                                             "DM_LIMITS_REQUESTS_PER_MINUTE": "7"})
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "provider=anthropic model=claude-sonnet-4-5" in out
+    assert "provider=anthropic model=claude-sonnet-5-5" in out
     assert "7 turns/min per channel" in out and "100,000 tokens per session" in out
     assert "DISCORD_TOKEN set, ANTHROPIC_API_KEY set, OPENAI_API_KEY not set" in out
     assert FAKE_TOKEN not in out + result.stderr and FAKE_KEY not in out + result.stderr

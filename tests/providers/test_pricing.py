@@ -11,6 +11,7 @@ from bot.llm.pricing import FREE, Price, price_for
 @pytest.mark.parametrize(
     ("provider", "model", "expected"),
     [
+        ("anthropic", "claude-sonnet-5-5", Price(2.00, 10.00, 0.20, 2.50)),
         ("anthropic", "claude-sonnet-4-5", Price(3.00, 15.00, 0.30, 3.75)),
         ("anthropic", "claude-sonnet-4-5-20250929", Price(3.00, 15.00, 0.30, 3.75)),
         ("anthropic", "claude-haiku-4-5-20251001", Price(1.00, 5.00, 0.10, 1.25)),
