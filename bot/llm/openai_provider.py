@@ -146,8 +146,8 @@ class OpenAIProvider:
 
     def _translate(self, exc: Exception) -> ProviderError | None:
         label = self.label
-        # APITimeoutError subclasses APIConnectionError: test it first. Mid-stream transport failures also
-        # arrive as these two (the SDK wraps httpx2 errors while iterating).
+        # APITimeoutError subclasses APIConnectionError: test it first. These come from sending the request; a
+        # failure while we read the body ourselves is a raw httpx2 error (errors.transport_error below).
         if isinstance(exc, openai.APITimeoutError):
             return ProviderError("timeout", f"{label} did not answer in time", retryable=True)
         if isinstance(exc, openai.APIConnectionError):
@@ -156,9 +156,8 @@ class OpenAIProvider:
             return errors.status_error(
                 label, exc.status_code, error_type=exc.type, error_code=exc.code, headers=exc.response.headers
             )
-        if isinstance(exc, openai.APIError):
-            # A bare APIError is a ``data: {"error": ...}`` chunk in a stream that had answered 200.
-            return ProviderError("stream", f"{label} reported an error in the middle of the answer", retryable=True)
+        if isinstance(exc, openai.APIError):  # e.g. APIResponseValidationError: the data made no sense
+            return ProviderError("stream", f"{label} sent data that could not be understood", retryable=True)
         return errors.transport_error(label, exc)
 
 
