@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import Any, AsyncIterator
 import psutil
 
 from bench.llm_server import LLMServer, Pace
+from tests.e2e.botproc import interrupt
 from tests.standin import DiscordStandIn, Limits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,13 +167,8 @@ class BotProcess:
         return self.proc is not None and self.proc.returncode is None
 
     async def stop(self) -> str:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        if self.proc is not None:
+            await interrupt(self.proc)
         self._log.close()
         return self.log_path.read_text(errors="replace")
 

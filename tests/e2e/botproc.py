@@ -46,6 +46,17 @@ url = "sqlite:///{database}"
 """
 
 
+async def interrupt(proc: asyncio.subprocess.Process, timeout: float = 15.0) -> None:
+    """SIGINT (what Ctrl-C does; the bot handles SIGTERM the same way), then SIGKILL if it has not ended."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
 @dataclass
 class BotProcess:
     proc: asyncio.subprocess.Process
@@ -63,13 +74,7 @@ class BotProcess:
 
     async def stop(self, timeout: float = 20.0) -> str:
         """SIGINT (what Ctrl-C and `docker stop` with STOPSIGNAL do), then the whole output."""
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await interrupt(self.proc, timeout)
         if self._reader is not None:
             await asyncio.wait_for(self._reader, 10)
         return self.output

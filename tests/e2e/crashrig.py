@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.discord.conftest import APP_ID, BOT_ID, TOKEN, guild_spec
-from tests.e2e.botproc import config_text
+from tests.e2e.botproc import config_text, interrupt
 from tests.e2e.faultkit import CURSOR, INTERRUPTED, seen, turns, usage_rows
 from tests.standin import DiscordStandIn, Limits
 
@@ -113,13 +113,8 @@ class CrashRig:
         self.proc = None
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        if self.proc is not None:
+            await interrupt(self.proc)
         self.proc = None
 
     async def close(self) -> None:
