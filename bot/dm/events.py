@@ -1,6 +1,6 @@
 """What the DM service yields while it runs a turn. Faces (Discord, terminal) turn these into output.
 
-A turn's stream is: any number of ``TextDelta``/``Reset``/``Retrying``/``RollMade``/``UsageReport`` events, then exactly one
+A turn's stream is: any number of ``TextDelta``/``Reset``/``Retrying``/``RollMade``/``StateChanged``/``UsageReport`` events, then exactly one
 ``Done`` or one ``Failed``. A refusal (no session, rate limit, budget, …) is a turn whose only event is
 ``Failed``: nothing was shown and no LLM call was made.
 """
@@ -14,6 +14,7 @@ from bot.llm.base import Usage
 
 if TYPE_CHECKING:
     from bot.dm.dice import RollResult
+    from bot.dm.rules.state import Party
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,16 @@ class RollMade:
 
     roll: RollResult
     for_whom: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """The rules engine changed the party's state on one of the DM's tool calls (damage, a condition, a combat
+    starting, a turn passing…). ``line`` is one short line to show on its own, like a roll, and a checkpoint
+    like ``RollMade``; ``party`` is the whole state after the change (stored already), for trackers."""
+
+    line: str
+    party: Party
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,4 +100,4 @@ class Failed:
     retry_after: float | None = None
 
 
-DMEvent = TextDelta | Reset | Retrying | RollMade | UsageReport | Done | Failed
+DMEvent = TextDelta | Reset | Retrying | RollMade | StateChanged | UsageReport | Done | Failed

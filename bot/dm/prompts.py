@@ -39,7 +39,7 @@ ROLL_DICE = ToolSpec(
 )
 
 
-def system_prompt(dm: DMConfig, *, tools: bool) -> str:
+def system_prompt(dm: DMConfig, *, tools: bool, rules: str = "") -> str:
     dice_rules = (
         "- Dice are real and public. Never state, imply or invent the result of a die: when chance decides "
         "something on your side, call the roll_dice tool and narrate from the result it returns. "
@@ -57,7 +57,8 @@ def system_prompt(dm: DMConfig, *, tools: bool) -> str:
         + dice_rules
         + "When a player attempts something uncertain, ask that player to roll, naming the check and the dice, "
         "for example: 'Aria, roll Dexterity (Stealth): /roll 1d20+3'. Then wait for the [dice] line.\n"
-        "- Never decide what a player's character says, feels or does; describe the world and its people, and "
+        + rules  # the rules engine's part (bot/dm/tools.py): the [party] block and the state tools
+        + "- Never decide what a player's character says, feels or does; describe the world and its people, and "
         "let the players choose.\n"
         "- Keep each answer under about 250 words, in short paragraphs, and end by inviting the players to act. "
         "Use light Discord markdown (bold, italics) only; no headings, no tables.\n"

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from bot.config import Config
 from bot.dm import dice
 from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta, UsageReport
+from bot.dm.party import PartyService
+from bot.dm.tools import RULE_TOOL_NAMES, RULE_TOOLS, RULES_PROMPT
 from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, estimate_tokens
 from bot.dm.history import build_messages, window_start
 from bot.dm.prompts import ROLL_DICE, system_prompt
@@ -110,8 +112,9 @@ class DMService:
         )
         self.retry = retry or RetryPolicy(config.retry)
         self.budget = TokenBudget(config.limits.tokens_per_session)
-        self.system = system_prompt(config.dm, tools=config.dm.dm_rolls)
-        self.tools = (ROLL_DICE,) if config.dm.dm_rolls else ()
+        self.system = system_prompt(config.dm, tools=config.dm.dm_rolls, rules=RULES_PROMPT)
+        self.tools = ((ROLL_DICE,) if config.dm.dm_rolls else ()) + RULE_TOOLS
+        self.party = PartyService(store)  # the rules engine: characters, HP, conditions, combat
         self.price: Price | None = price_for(config.llm.provider, config.llm.model, config.prices)
         self._locks: dict[str, asyncio.Lock] = {}
         self._queued: dict[str, int] = {}
@@ -258,7 +261,8 @@ class DMService:
         turns += extra[max(0, start - total):]
         return LLMRequest(
             system=self.system,
-            messages=tuple(build_messages(session, turns, omitted=start > 0)),
+            # The party's state goes last (it changes every turn), after the stable history: see PartyService.
+            messages=await self.party.with_party(session, tuple(build_messages(session, turns, omitted=start > 0))),
             max_tokens=self.config.llm.max_output_tokens,
             temperature=self.config.llm.temperature,
             tools=self.tools,
@@ -287,6 +291,12 @@ class DMService:
                     break
                 tool_results = []
                 for call in result.tool_calls:
+                    if call.name in RULE_TOOL_NAMES:  # the rules engine carries it out, stores and reports it
+                        answer, changes = await self.party.run_tool(session, player_turn, call)
+                        for change in changes:
+                            yield change
+                        tool_results.append(answer)
+                        continue
                     made, answer = self._dm_roll(call)
                     if made:
                         rolls.append(made[0])
@@ -348,7 +358,9 @@ class DMService:
 
     def _dm_roll(self, call: ToolCall) -> tuple[tuple[RollRecord, dice.RollResult] | None, ToolResult]:
         if call.name != ROLL_DICE.name:
-            return None, ToolResult(call.id, f"There is no tool named {call.name!r}; only roll_dice.", is_error=True)
+            known = ", ".join(t.name for t in self.tools)
+            return None, ToolResult(call.id, f"There is no tool named {call.name!r}; the tools are {known}.",
+                                    is_error=True)
         args = call.arguments
         if call.malformed or not isinstance(args.get("notation"), str):
             return None, ToolResult(call.id, "roll_dice needs a 'notation' string, e.g. 1d20+3.", is_error=True)

@@ -7,10 +7,12 @@ without the DM service changing. All SQL lives behind this interface.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Callable
+from typing import Literal, Protocol, TypeVar
 
 from bot.llm.base import Usage
 
+T = TypeVar("T")
 TurnRole = Literal["player", "dm", "roll"]
 TurnStatus = Literal["pending", "complete", "failed", "interrupted"]
 
@@ -139,3 +141,16 @@ class Store(Protocol):
     async def get_meta(self, key: str) -> str | None: ...
 
     async def set_meta(self, key: str, value: str) -> None: ...
+
+    # -- the party's state (the rules engine) ---------------------------------------------------------------
+
+    async def party_state(self, session_id: int) -> str | None:
+        """The adventure's party document (JSON written by ``bot.dm.rules``), None before the first change."""
+
+    async def change_party_state(
+        self, session_id: int, turn_id: int | None, apply: Callable[[str | None], tuple[str, list[str], T]]
+    ) -> T:
+        """One transaction: ``apply(old document) -> (new document, lines, value)``; the document and the lines
+        (kept with ``turn_id``) are written, and ``value`` returned. Nothing is written if ``apply`` raises."""
+
+    async def state_changes(self, session_id: int) -> list[tuple[int | None, str]]: ...

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
@@ -31,6 +32,8 @@ from bot.store.base import (
     Turn,
     UsageTotals,
 )
+
+T = TypeVar("T")
 
 # Each entry moves the schema one version up; PRAGMA user_version records where a file stands.
 # Never edit a released migration: append a new one.
@@ -101,6 +104,23 @@ MIGRATIONS: list[str] = [
     # 2: an admin may give one session its own token budget (NULL: the configured tokens_per_session)
     """
     ALTER TABLE sessions ADD COLUMN token_limit INTEGER;
+    """,
+    # 3: the party and the rules engine (issue 15): one state document per adventure (characters, the combat),
+    # and every change the engine made, with the turn it was made in
+    """
+    CREATE TABLE party_state (
+        session_id  INTEGER PRIMARY KEY REFERENCES sessions (id),
+        data        TEXT NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE state_changes (
+        id          INTEGER PRIMARY KEY,
+        session_id  INTEGER NOT NULL REFERENCES sessions (id),
+        turn_id     INTEGER REFERENCES turns (id),
+        line        TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX state_changes_session ON state_changes (session_id, id);
     """,
 ]
 
@@ -332,3 +352,36 @@ class SQLiteStore:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    # -- the party's state (the rules engine, issue 15) -----------------------------------------------------
+
+    async def party_state(self, session_id: int) -> str | None:
+        rows = await self.db.execute_fetchall("SELECT data FROM party_state WHERE session_id = ?", (session_id,))
+        return rows[0][0] if rows else None
+
+    async def change_party_state(
+        self, session_id: int, turn_id: int | None, apply: Callable[[str | None], tuple[str, list[str], T]]
+    ) -> T:
+        """Read, change and write the party's document in one transaction, with the lines of the change.
+        ``apply`` (pure, quick) gets the stored document and returns the new one, the lines to keep with the
+        turn, and a value handed back; if it raises, nothing is written."""
+        async with self._write() as db:
+            rows = await db.execute_fetchall("SELECT data FROM party_state WHERE session_id = ?", (session_id,))
+            data, lines, value = apply(rows[0][0] if rows else None)
+            now = time.time()
+            await db.execute(
+                "INSERT INTO party_state (session_id, data, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                (session_id, data, now),
+            )
+            await db.executemany(
+                "INSERT INTO state_changes (session_id, turn_id, line, created_at) VALUES (?, ?, ?, ?)",
+                [(session_id, turn_id, line, now) for line in lines],
+            )
+        return value
+
+    async def state_changes(self, session_id: int) -> list[tuple[int | None, str]]:
+        """Every change the engine made in the session, oldest first: (the turn it was made in, its line)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT turn_id, line FROM state_changes WHERE session_id = ? ORDER BY id", (session_id,))
+        return [(row[0], row[1]) for row in rows]
