@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Config
+from bot.discord_tracker import CombatTrackers
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
@@ -23,7 +24,7 @@ from bot.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin")
+EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.party")
 
 # Only what the bot uses: read and post in channels and threads, embed links, read history for context.
 INVITE_PERMISSIONS = discord.Permissions(
@@ -68,6 +69,7 @@ class DungeonMasterBot(commands.Bot):
         self.store: SQLiteStore | None = None
         self.dm: DMService | None = None
         self.turns_in_flight: set[asyncio.Task[object]] = set()  # DM turns being shown (bot/discord_turn.py)
+        self.trackers = CombatTrackers(config.discord.edit_interval_seconds)  # one live message per combat
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
@@ -93,6 +95,7 @@ class DungeonMasterBot(commands.Bot):
 
     async def close(self) -> None:
         await self.stop_turns()
+        await self.trackers.close()
         # discord.py leaves its "ready" timer running on close; stopped within its 2 s it would fire on a closed
         # client and print a traceback.
         ready_timer = getattr(self._connection, "_ready_task", None)

@@ -16,7 +16,7 @@ import discord
 from bot.discord_sink import InteractionSink, token_deadline
 from bot.discord_stream import MessageStreamer
 from bot.message_sink import MonotonicClock
-from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta
+from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, StateChanged, TextDelta
 
 log = logging.getLogger(__name__)
 NO_PINGS = discord.AllowedMentions.none()
@@ -49,6 +49,13 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                     gap = "\n\n" if streamer.text.strip() else ""
                     streamer.feed(f"{gap}{event.roll.markdown(event.for_whom)}\n\n")
                     streamer.checkpoint()  # a roll stays, whatever a later retry does
+                elif isinstance(event, StateChanged):  # the rules engine's change: its own line, kept like a roll
+                    gap = "\n\n" if streamer.text.strip() else ""
+                    streamer.feed(f"{gap}{event.line}\n\n")
+                    streamer.checkpoint()
+                    trackers = getattr(interaction.client, "trackers", None)
+                    if trackers is not None:
+                        trackers.update(interaction.channel, event.party, event.line)
                 elif isinstance(event, Done | Failed):
                     ending = event
                     break

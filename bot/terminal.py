@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from bot.config import Config
 from bot.dm.dice import DiceError
-from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta
+from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, StateChanged, TextDelta
+from bot.dm.rules.render import sheet
+from bot.dm.rules.text import RuleError
 from bot.dm.service import DMService
 from bot.engine import dm_engine
 from bot.llm.base import LLMProvider
@@ -24,6 +27,10 @@ from bot.store.base import Channel, Player
 CHANNEL = Channel(None, "terminal")
 HELP = """Type what your character does, or a command:
   /roll <dice> [adv|dis] [reason]   roll dice, e.g. /roll 1d20+5 adv stealth   (the DM sees the result)
+  /character <name> [role=… description=… max_hp=1-999 ac=1-40 initiative_bonus=-10-20]
+                                    create or update your character, e.g. /character Thessaly max_hp=12 ac=14
+  /party                            every character: HP, AC, conditions
+  /combat                           the combat: round, initiative order, HP, whose turn
   /tokens                           what this adventure has used of its budget
   /end                              end the adventure (the next /start or line begins a new one)
   /help                             this text
@@ -67,6 +74,8 @@ class TerminalPlayer:
             self.say(f"\n[{event.reason}; trying again ({event.attempt}/{event.attempts})…]")
         elif isinstance(event, RollMade):
             self.say(f"\n  🎲 {event.roll.summary(event.for_whom)}")
+        elif isinstance(event, StateChanged):
+            self.say(f"\n  {event.line}")
         elif isinstance(event, Done):
             self.say("\n")
         elif isinstance(event, Failed):
@@ -95,6 +104,46 @@ class TerminalPlayer:
             self.say(f"! {error}")
             return
         self.say(f"🎲 {outcome.result.summary(self.player.name)}")
+
+    async def character(self, args: str) -> None:
+        """/character Name [key=value …]: the same options as Discord's /character."""
+        try:
+            words = shlex.split(args)
+        except ValueError as error:
+            self.say(f"! {error}")
+            return
+        fields: dict[str, object] = {}
+        names = []
+        for word in words:
+            field, eq, value = word.partition("=")
+            if not eq:
+                names.append(word)
+            elif field in ("max_hp", "ac", "initiative_bonus"):
+                try:
+                    fields[field] = int(value)
+                except ValueError:
+                    self.say(f"! {field} must be a whole number.")
+                    return
+            elif field in ("name", "role", "description"):
+                fields[field] = value
+            else:
+                self.say(f"! Unknown option {field}: use role, description, max_hp, ac or initiative_bonus.")
+                return
+        fields.setdefault("name", " ".join(names))
+        try:
+            made = await self.service.party.character(CHANNEL, self.player, **fields)
+        except RuleError as error:
+            self.say(f"! {error}")
+            return
+        self.say(sheet(made).replace("**", "").replace("*", ""))
+
+    async def party_view(self, what: str) -> None:
+        try:
+            text = await (self.service.party.party_text(CHANNEL) if what == "party"
+                          else self.service.party.combat_text(CHANNEL))
+        except RuleError as error:
+            text = f"! {error}"
+        self.say(text.replace("**", "").replace("`", ""))
 
     async def begin(self) -> bool:
         view = await self.service.usage(CHANNEL)
@@ -126,6 +175,10 @@ class TerminalPlayer:
                 await self.tokens()
             elif command == "/roll":
                 await self.roll(args)
+            elif command == "/character":
+                await self.character(args)
+            elif command in ("/party", "/combat"):
+                await self.party_view(command[1:])
             elif command == "/end":
                 _, message = await self.service.end(CHANNEL, self.player, can_manage=True)
                 self.say(message)

@@ -245,7 +245,7 @@ async def test_prompt_injection_changes_no_limit_budget_or_setting(make_dm_bot):
     assert f"of {TOKENS_PER_SESSION:,}" in check_outcome(h, tokens, private_answer=True).private[0].content
     # The tools the model invented were refused, and the refusal went back to the model.
     results = [r for request in provider.requests for m in request.messages for r in m.tool_results]
-    assert results and all(r.is_error and "only roll_dice" in r.content for r in results)
+    assert results and all(r.is_error and "There is no tool named" in r.content for r in results)
 
     # Nothing secret and no config value ever reached the model, so no answer can reveal one.
     config = h.bot.config

@@ -10,6 +10,18 @@ from __future__ import annotations
 from bot.dm.rules.state import Character, Combat, Combatant, Party
 
 PARTY_OPEN, PARTY_CLOSE = "[party]", "[/party]"
+SHOWN_LIMIT = 1900  # what players see fits one Discord message (2000), with room to spare
+
+
+def _fit(lines: list[str], limit: int = SHOWN_LIMIT) -> str:
+    """Lines joined, dropping the last ones (and saying how many) past ``limit`` characters."""
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        more = f"…and {len(lines) - i} more"
+        if sum(len(k) + 1 for k in kept) + len(line) + len(more) + 1 > limit:
+            return "\n".join([*kept, more])
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def hp_text(hp: int | None, max_hp: int | None) -> str:
@@ -104,8 +116,8 @@ def party_text(party: Party) -> str:
         lines.append(f"• **{c.name}** ({c.player_name}{role}) — {hp_text(c.hp, c.max_hp)}{down} · {ac} · "
                      f"{_conditions(c.conditions, 'no conditions')}")
     if party.combat:
-        lines.append(f"⚔️ In combat: round {party.combat.round}, {party.combat.current.name}'s turn (/combat)")
-    return "\n".join(lines)
+        lines.insert(1, f"⚔️ In combat: round {party.combat.round}, {party.combat.current.name}'s turn (/combat)")
+    return _fit(lines)
 
 
 def tracker_text(party: Party) -> str:
@@ -122,7 +134,7 @@ def tracker_text(party: Party) -> str:
         conditions = f" · {_conditions(c.conditions)}" if c.conditions else ""
         lines.append(f"{mark} `{combatant.initiative:>2}` **{combatant.name}** — {hp_text(c.hp, c.max_hp)}"
                      f"{defeated}{ac}{conditions}")
-    return "\n".join(lines)
+    return _fit(lines)
 
 
 def tracker_final(line: str) -> str:
