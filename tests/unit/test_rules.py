@@ -53,7 +53,7 @@ def test_hp_is_clamped_and_zero_means_down_and_unconscious_until_healed():
     party = party_of(("Brom", 10, 16, 0))
     down = engine.update_character(party, {"name": "Brom", "hp_change": -25})
     assert down.party.characters[0].hp == 0 and down.party.characters[0].conditions == ("unconscious",)
-    assert down.lines == ("🩸 Brom takes 25 damage, is unconscious and is down — 0/10 HP",)
+    assert down.lines == ("🩸 Brom takes 25 damage and falls unconscious — 0/10 HP",)
     up = engine.update_character(down.party, {"name": "Brom", "hp_change": 99})
     assert up.party.characters[0].hp == 10 and up.party.characters[0].conditions == ()
     assert up.lines == ("💚 Brom regains 10 HP and comes to — 10/10 HP",)

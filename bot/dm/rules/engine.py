@@ -123,23 +123,24 @@ def _change(party: Party, creature: Character | Combatant, change: int, adds: li
         if condition in conditions or (condition.startswith("exhaustion") and cond.exhaustion_level(conditions)):
             gone = [c for c in conditions if c not in cond.remove(conditions, condition)]
             conditions = cond.remove(conditions, condition)
-            parts.append(f"is no longer {join_words([condition_label(c) for c in gone])}")
+            parts.append(f"is no longer {', '.join(condition_label(c) for c in gone)}")
     added: list[str] = []
     for condition in adds:
         before = conditions
         conditions = cond.add(conditions, condition)
         added += [c for c in conditions if c not in before]
-    if hp == 0 and creature.hp != 0 and "unconscious" not in conditions:
-        conditions = cond.add(conditions, "unconscious")
-        added.append("unconscious")
+    fell = hp == 0 and creature.hp != 0
+    if fell and "unconscious" not in conditions:
+        conditions = cond.add(conditions, "unconscious")  # said below as "falls unconscious" / "is defeated"
     elif hp is not None and hp > 0 and creature.hp == 0 and "unconscious" in conditions and \
             "unconscious" not in adds:
         conditions = cond.remove(conditions, "unconscious")  # back on their feet
         parts.append("comes to")
-    if added:
-        parts.append("is " + join_words([condition_label(c) for c in added]))
-    if hp == 0 and creature.hp != 0:
-        parts.append("is down" if isinstance(creature, Character) else "is defeated")
+    shown = [condition_label(c) for c in added if not (fell and c == "unconscious")]
+    if shown:
+        parts.append("is " + ", ".join(shown))
+    if fell:
+        parts.append("falls unconscious" if isinstance(creature, Character) else "is defeated")
     updated = replace(creature, hp=hp, conditions=conditions)
     if updated == creature:
         line = f"🌀 {creature.name}: no change — {_label(creature)}"
@@ -147,7 +148,7 @@ def _change(party: Party, creature: Character | Combatant, change: int, adds: li
         mark = "🩸" if change < 0 else "💚" if change > 0 else "🌀"
         line = f"{mark} {creature.name} {join_words(parts)} — {_label(updated)}"
     party = _put(party, updated)
-    rules = [d for d in (cond.describe(c) for c in added) if d]
+    rules = [d for d in (cond.describe(c) for c in added) if d]  # the SRD's line for each new condition
     why = f" ({reason})" if reason else ""
     result = f"{line}{why}." + (f"\nRules: {' '.join(rules)}" if rules else "") + f"\n{state_for_model(party)}"
     return Outcome(party, (line,), result)
