@@ -37,9 +37,13 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
         in_flight.add(task)
     try:
         ending: DMEvent | None = None
+        after_change = False  # the last thing shown was an engine line (StateChanged)
         async with aclosing(events) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta):
+                    if after_change:
+                        streamer.feed("\n")  # narration goes on after engine lines: a blank line between
+                        after_change = False
                     streamer.feed(event.text)
                 elif isinstance(event, Reset):
                     streamer.reset()
@@ -49,9 +53,12 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                     gap = "\n\n" if streamer.text.strip() else ""
                     streamer.feed(f"{gap}{event.roll.markdown(event.for_whom)}\n\n")
                     streamer.checkpoint()  # a roll stays, whatever a later retry does
+                    after_change = False
                 elif isinstance(event, StateChanged):  # the rules engine's change: its own line, kept like a roll
-                    gap = "\n\n" if streamer.text.strip() else ""
-                    streamer.feed(f"{gap}{event.line}\n\n")
+                    text = streamer.text
+                    gap = "" if not text.strip() or text.endswith("\n") else "\n\n"  # changes in a row: a line each
+                    streamer.feed(f"{gap}{event.line}\n")
+                    after_change = True
                     streamer.checkpoint()
                     trackers = getattr(interaction.client, "trackers", None)
                     if trackers is not None:
