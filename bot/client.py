@@ -75,6 +75,7 @@ class DungeonMasterBot(commands.Bot):
     async def setup_hook(self) -> None:
         self.store = SQLiteStore(self.config.sqlite_path)
         await self.store.open()
+        self.trackers.store = self.store  # a tracker's message survives a restart
         if self.store.interrupted_on_open:
             log.warning("%d turns were cut by the last stop; they are kept as interrupted",
                         self.store.interrupted_on_open)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -26,15 +27,20 @@ _NO_PINGS = discord.AllowedMentions.none()
 
 
 class ChannelMessageSink:
-    """A MessageSink over a message of the bot's own in a channel (bot token: no 15-minute limit)."""
+    """A MessageSink over a message of the bot's own in a channel (bot token: no 15-minute limit). ``message``:
+    one posted before (a restart), edited rather than posting another; ``on_posted`` hears of a new one."""
 
-    def __init__(self, channel: discord.abc.Messageable) -> None:
+    def __init__(self, channel: discord.abc.Messageable, message: Any = None,
+                 on_posted: Callable[[int], Awaitable[None]] | None = None) -> None:
         self.channel = channel
-        self.message: discord.Message | None = None
+        self.message = message
+        self.on_posted = on_posted
 
     async def edit_original(self, content: str) -> None:
         if self.message is None:
             self.message = await _mapped(self.channel.send(content, allowed_mentions=_NO_PINGS), webhook=False)
+            if self.on_posted is not None:
+                await self.on_posted(self.message.id)
         else:
             await _mapped(self.message.edit(content=content, allowed_mentions=_NO_PINGS), webhook=False)
 
@@ -43,6 +49,8 @@ class ChannelMessageSink:
 
     async def send_channel(self, content: str) -> SentMessage:
         message = await _mapped(self.channel.send(content, allowed_mentions=_NO_PINGS), webhook=False)
+        if self.on_posted is not None:  # the first one could not be edited (deleted?): this one replaces it
+            await self.on_posted(message.id)
         return SentMessage(message, via_webhook=False)
 
     async def edit(self, ref: SentMessage, content: str) -> None:
@@ -58,33 +66,50 @@ class ChannelMessageSink:
 
 
 class CombatTrackers:
-    """The live tracker of each channel with a combat running."""
+    """The live tracker of each channel with a combat running. With a store, each tracker's message id is kept
+    (meta ``tracker:<channel>``), so after a restart the combat's next change edits the same message."""
 
-    def __init__(self, edit_interval: float, clock: Clock | None = None) -> None:
+    def __init__(self, edit_interval: float, store: Any = None, clock: Clock | None = None) -> None:
         self.edit_interval = edit_interval
+        self.store = store
         self.clock = clock
         self._live: dict[int, MessageStreamer] = {}
         self._closing: set[asyncio.Task[Any]] = set()
 
-    def update(self, channel: Any, party: Party, line: str) -> None:
+    async def _saved(self, channel: Any) -> Any:
+        saved = await self.store.get_meta(f"tracker:{channel.id}") if self.store is not None else None
+        if not saved or not hasattr(channel, "get_partial_message"):
+            return None
+        return channel.get_partial_message(int(saved))
+
+    def _remember(self, channel_id: int) -> Callable[[int], Awaitable[None]] | None:
+        if self.store is None:
+            return None
+        return lambda message_id: self.store.set_meta(f"tracker:{channel_id}", str(message_id))
+
+    async def update(self, channel: Any, party: Party, line: str) -> None:
         """Show the state after a change. When the combat has ended, the tracker shows its last line and is let go."""
         if channel is None or not hasattr(channel, "send"):
             return
         streamer = self._live.get(channel.id)
+        if streamer is None and (party.combat is not None or self.store is not None):
+            saved = await self._saved(channel)
+            if saved is not None or party.combat is not None:
+                streamer = MessageStreamer(ChannelMessageSink(channel, saved, self._remember(channel.id)),
+                                           edit_interval=self.edit_interval, clock=self.clock, cursor="")
+                self._live[channel.id] = streamer
         if party.combat is None:
             if streamer is None:
                 return
             del self._live[channel.id]
+            if self.store is not None:
+                await self.store.set_meta(f"tracker:{channel.id}", "")
             streamer.reset()
             streamer.feed(tracker_final(line))
             task = asyncio.get_running_loop().create_task(streamer.finish())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
             return
-        if streamer is None:
-            streamer = MessageStreamer(ChannelMessageSink(channel), edit_interval=self.edit_interval,
-                                       clock=self.clock, cursor="")
-            self._live[channel.id] = streamer
         streamer.reset()
         streamer.feed(tracker_text(party))
 

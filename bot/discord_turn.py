@@ -62,7 +62,7 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                     streamer.checkpoint()
                     trackers = getattr(interaction.client, "trackers", None)
                     if trackers is not None:
-                        trackers.update(interaction.channel, event.party, event.line)
+                        await trackers.update(interaction.channel, event.party, event.line)
                 elif isinstance(event, Done | Failed):
                     ending = event
                     break

@@ -118,3 +118,34 @@ async def test_character_refusals_are_private(make_dm_bot):
     assert m.ephemeral and "already called" in m.content
     empty = await h.run("combat")
     assert [m.content for m in h.visible(empty) if not m.deleted] == ["No combat is running in this channel."]
+
+
+async def test_a_restart_mid_combat_keeps_the_combat_and_its_tracker_message(make_dm_bot, tmp_path):
+    database = str(tmp_path / "restart.db")
+    first = ScriptedProvider(reply("Wolves circle the camp."),
+                             tools("They attack! ", ("start_combat", {"combatants": [
+                                 {"name": "Wolf", "hp": 11, "ac": 13, "initiative_bonus": 2}]}),
+                                   ("update_character", {"name": "Wolf", "hp_change": -4, "add_conditions": ["prone"]}),
+                                   ("next_turn", {})),
+                             reply("Fangs flash."))
+    h = await make_dm_bot(first, database=database)
+    await h.run("start")
+    await h.run("character", {"name": "Thessaly", "max_hp": 12, "ac": 14})
+    await h.run("act", {"action": "I grab a burning stick"})
+    session = await h.bot.store.active_session(str(GENERAL))
+    before = await h.bot.dm.party.load(session.id)
+    [tracker] = [m for m in h.standin.messages(GENERAL) if m.content.startswith("⚔️ **Combat")]
+    await settled(h, tracker.id, tracker_text(before))
+    await h.bot.close()
+    await h.task
+
+    second = ScriptedProvider(tools("The wolf snaps. ", ("next_turn", {})), reply("Your move."))
+    again = await make_dm_bot(second, standin=h.standin, database=database)
+    combat = await again.run("combat")
+    assert [m.content for m in again.visible(combat) if not m.deleted] == [tracker_text(before)]
+    await again.run("act", {"action": "I swing the stick"})
+    after = await again.bot.dm.party.load(session.id)
+    assert after.combat.order == before.combat.order and after.characters == before.characters
+    assert (after.combat.round, after.combat.turn) == (2, 0)  # two combatants: the next turn is a new round
+    await settled(again, tracker.id, tracker_text(after))  # the same message, edited after the restart
+    assert [m.id for m in again.standin.messages(GENERAL) if "Combat —" in m.content] == [tracker.id]
