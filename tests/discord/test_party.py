@@ -27,8 +27,11 @@ def transcript(h) -> str:
     shown = []
     for m in h.standin.messages(GENERAL, viewer_id=PLAYER):
         if not m.deleted:
-            edits = f"  [edited {m.edits}x]" if m.edits else ""
-            shown.append(f"--- {m.author_name}{' (only you)' if m.ephemeral else ''}{edits}\n{m.content}")
+            who = f"--- {m.author_name}{' (only you)' if m.ephemeral else ''}"
+            if m.content.startswith(("⚔️ **Combat", "🏁")) and m.interaction_id is None:  # the tracker, each state
+                shown += [f"{who} [combat tracker, version {i}]\n{r.content}" for i, r in enumerate(m.history, 1)]
+            else:
+                shown.append(f"{who}\n{m.content}")
     return "\n".join(shown)
 
 
@@ -60,7 +63,7 @@ async def test_a_fight_on_the_stand_in(make_dm_bot, tmp_path):
         reply("The marsh is quiet again."),
     )
     h = await make_dm_bot(provider, database=str(tmp_path / "fight.db"))
-    h.bot.dm.party.rng = random.Random(2026)
+    h.bot.dm.party.rng = random.Random(26)
     await h.run("start", {"premise": "goblins in the marsh"})
     sheet = await h.run("character", {"name": "Thessaly", "role": "half-elf rogue", "max_hp": 12, "ac": 14,
                                       "initiative_bonus": 3})
