@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -316,3 +316,30 @@ class RulesMachine(RuleBasedStateMachine):
 RulesMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])
 test_rules_state_machine = RulesMachine.TestCase
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True)
+                    | st.text(max_size=60), lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
+FIELDS = ["name", "hp_change", "add_conditions", "remove_conditions", "reason", "combatants", "attacker", "target",
+          "attack_bonus", "damage", "advantage", "hp", "ac", "initiative_bonus"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tool=st.sampled_from(sorted(engine.TOOLS)),
+    args=st.dictionaries(st.sampled_from(FIELDS), JSON | st.sampled_from(["Brom", "Goblin", "1d6", "poisoned"]),
+                         max_size=6),
+    in_combat=st.booleans())
+def test_any_arguments_either_work_or_are_refused_in_a_sentence(tool, args, in_combat):
+    party = party_of(("Brom", 10, 16, 0))
+    if in_combat:
+        party = engine.start_combat(party, {"combatants": [GOBLIN]}, random.Random(0)).party
+    try:
+        outcome = engine.call_tool(party, tool, args, random.Random(1))
+    except RuleError as error:
+        assert str(error) and "\n" not in str(error) and len(str(error)) < 400
+        return
+    for c in outcome.party.characters:
+        assert c.max_hp is None or 0 <= c.hp <= c.max_hp
+    assert all("\n" not in line and "[" not in line.split(" ", 1)[1] for line in outcome.lines)
