@@ -42,6 +42,9 @@ class Party(commands.Cog):
             await refuse(interaction, str(error))
             return
         await answer(interaction, f"📜 Character sheet\n{sheet(made)}")
+        party = await self.bot.dm.party.view(channel_of(interaction))
+        if party.combat is not None:  # a new name, AC or maximum shows on the tracker too
+            await self.bot.trackers.update(interaction.channel, party, "")
 
     @app_commands.command(name="party", description="Show every character: player, role, HP, AC, conditions.")
     @app_commands.guild_only()

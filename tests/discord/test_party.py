@@ -8,6 +8,7 @@ import random
 import re
 
 from bot.dm.rules.render import tracker_text
+from bot.store.base import Channel
 from bot.llm.base import Finish, TextChunk, ToolCall, Usage
 from tests.discord.conftest import GENERAL, OTHER, PLAYER
 from tests.fakes import ScriptedProvider, reply
@@ -166,3 +167,19 @@ async def test_hostile_sheet_text_is_cleaned_and_never_pings(make_dm_bot):
     await h.run("act", {"action": "I look around"})
     block = provider.requests[-1].messages[-1].text
     assert block.count("[party]") == 1 and "\n[party] Eve" not in block and "[dice]" not in block
+
+
+async def test_a_sheet_change_during_a_combat_shows_on_the_tracker(make_dm_bot):
+    provider = ScriptedProvider(reply("A bandit steps out."),
+                                tools("Steel! ", ("start_combat", {"combatants": [
+                                    {"name": "Bandit", "hp": 11, "ac": 12, "initiative_bonus": 1}]})),
+                                reply("He grins."))
+    h = await make_dm_bot(provider)
+    await h.run("start")
+    await h.run("character", {"name": "Thessaly", "max_hp": 12, "ac": 14})
+    await h.run("act", {"action": "I step back"})
+    [tracker] = [m for m in h.standin.messages(GENERAL) if m.content.startswith("⚔️ **Combat")]
+    await h.run("character", {"name": "Thessaly the Bold", "ac": 15})
+    party = await h.bot.dm.party.view(Channel(None, str(GENERAL)))
+    await settled(h, tracker.id, tracker_text(party))
+    assert "**Thessaly the Bold** — 12/12 HP · AC 15" in h.standin.message(tracker.id).content
