@@ -40,7 +40,7 @@ class PartyService:
         if party.notes:
             await self.store.change_party_state(
                 session.id, None, lambda data: (replace(Party.from_json(data), notes=()).to_json(), [], None))
-        return (*messages, Message("user", block))
+        return (*messages, Message("user", block, volatile=True))
 
     async def run_tool(self, session: Session, turn_id: int | None,
                        call: ToolCall) -> tuple[ToolResult, list[StateChanged]]:

@@ -182,10 +182,13 @@ def to_anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]
     every tool_result block must come before any text, so a merged user message is reordered that way.
     """
     merged: list[dict[str, Any]] = []
+    volatile: set[int] = set()  # ids of the blocks of volatile messages
     for message in messages:
         blocks = _blocks(message)
         if not blocks:
             continue  # the API rejects empty content and empty text blocks
+        if message.volatile:
+            volatile.update(id(block) for block in blocks)
         if merged and merged[-1]["role"] == message.role:
             merged[-1]["content"].extend(blocks)
         else:
@@ -193,10 +196,14 @@ def to_anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]
     for entry in merged:
         if entry["role"] == "user":
             entry["content"].sort(key=lambda block: block["type"] != "tool_result")  # stable
-    if merged:
-        # The next call repeats this whole conversation as its prefix, so it reads it from the cache.
-        last_block = merged[-1]["content"][-1]
-        merged[-1]["content"][-1] = {**last_block, "cache_control": _EPHEMERAL}
+    # The next call repeats this whole conversation as its prefix, so it reads it from the cache. The breakpoint
+    # goes on the last block that is not volatile: the party's state at the end changes every turn, and a prefix
+    # that includes it would never be read again.
+    for entry in reversed(merged):
+        stable = [i for i, block in enumerate(entry["content"]) if id(block) not in volatile]
+        if stable:
+            entry["content"][stable[-1]] = {**entry["content"][stable[-1]], "cache_control": _EPHEMERAL}
+            break
     return merged
 
 

@@ -50,13 +50,15 @@ class Message:
     """One message of the conversation, provider-neutral.
 
     A user message carries ``text`` and/or ``tool_results``; an assistant message carries ``text`` and/or
-    ``tool_calls``. Providers turn this into their own wire format.
+    ``tool_calls``. Providers turn this into their own wire format. A ``volatile`` message comes last and
+    changes every turn, so a provider with explicit cache breakpoints puts them before it.
     """
 
     role: Literal["user", "assistant"]
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_results: tuple[ToolResult, ...] = ()
+    volatile: bool = False  # changes every turn (the engine's [party] block): kept out of the cached prefix
 
 
 @dataclass(frozen=True, slots=True)

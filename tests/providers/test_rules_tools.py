@@ -86,3 +86,29 @@ async def test_a_fight_through_the_sdk(tmp_path, server, build, provider):
     first_state = changes[0].party.combat
     assert {c.name: str(c.initiative) for c in first_state.order} == initiative
     assert party.combat is None and thessaly.conditions == ()
+
+
+async def test_the_cached_prefix_of_one_turn_is_the_start_of_the_next(tmp_path):
+    """Anthropic caches the prefix up to its breakpoint: the breakpoint must sit before the [party] block (which
+    changes every turn), or the next turn could never read it back."""
+    from bot.llm.anthropic_provider import to_anthropic_messages
+    from tests.fakes import ScriptedProvider
+
+    store = SQLiteStore(str(tmp_path / "cache.db"))
+    await store.open()
+    provider = ScriptedProvider()
+    service = DMService(make_config(), store, provider)
+    [e async for e in service.start(HALL, Player("u1", "Aria"), "a heist")]
+    await service.party.character(HALL, Player("u1", "Aria"), name="Thessaly", max_hp=12)
+    for action in ("I case the vault", "I pick the lock", "I slip inside"):
+        [e async for e in service.act(HALL, Player("u1", "Aria"), action)]
+    await store.close()
+
+    wires = [to_anthropic_messages(r.messages) for r in provider.requests[1:]]
+    for before, after in zip(wires, wires[1:]):
+        flat_before = [(i, j, b) for i, m in enumerate(before) for j, b in enumerate(m["content"])]
+        cut = next(n for n, (_, _, b) in enumerate(flat_before) if "cache_control" in b)
+        assert "[party]" not in flat_before[cut][2]["text"] and "[party]" in before[-1]["content"][-1]["text"]
+        for i, j, block in flat_before[:cut + 1]:
+            strip = {k: v for k, v in block.items() if k != "cache_control"}
+            assert {k: v for k, v in after[i]["content"][j].items() if k != "cache_control"} == strip
