@@ -99,6 +99,8 @@ async def test_a_fight_on_the_stand_in(make_dm_bot, tmp_path):
         seen = {name: (int(hp), int(top)) for name, hp, top in HP.findall(text)}
         assert seen and all(stored[name] == value for name, value in seen.items()), (seen, stored)
     assert "poisoned" in listing.content and "Aria" in listing.content
+    shown_order = re.findall(r"`\s*(-?\d+)` \*\*([\w ]+)\*\*", h.standin.message(tracker.id).content)
+    assert [(int(n), name) for n, name in shown_order] == [(c.initiative, c.name) for c in party.combat.order]
 
     # The narration shows each change as its own line, equal to what was stored with the turn.
     lines = [line for _, line in await h.bot.store.state_changes(session.id)]
