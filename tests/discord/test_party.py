@@ -10,7 +10,7 @@ import re
 from bot.dm.rules.render import tracker_text
 from bot.store.base import Channel
 from bot.llm.base import Finish, TextChunk, ToolCall, Usage
-from tests.discord.conftest import GENERAL, OTHER, PLAYER
+from tests.discord.conftest import GENERAL, OTHER, PLAYER, THREAD
 from tests.fakes import ScriptedProvider, reply
 
 GOBLINS = [{"name": "Goblin", "hp": 7, "ac": 13, "initiative_bonus": 2},
@@ -185,3 +185,26 @@ async def test_a_sheet_change_during_a_combat_shows_on_the_tracker(make_dm_bot):
     party = await h.bot.dm.party.view(Channel(None, str(GENERAL)))
     await settled(h, tracker.id, tracker_text(party))
     assert "**Thessaly the Bold** — 12/12 HP · AC 15" in h.standin.message(tracker.id).content
+
+
+async def test_two_channels_have_their_own_party_combat_and_tracker(make_dm_bot):
+    def fight(foe: str) -> list:
+        return tools("Steel! ", ("start_combat", {"combatants": [{"name": foe, "hp": 9, "ac": 12,
+                                                                  "initiative_bonus": 0}]}))
+
+    provider = ScriptedProvider(reply("Hall."), reply("Thread."), fight("Bandit"), reply("He grins."),
+                                fight("Ghoul"), reply("It hisses."))
+    h = await make_dm_bot(provider)
+    await h.run("start", channel=GENERAL)
+    await h.run("start", channel=THREAD)
+    await h.run("character", {"name": "Thessaly", "max_hp": 12}, channel=GENERAL)
+    await h.run("character", {"name": "Morwen", "max_hp": 8}, channel=THREAD)
+    await h.run("act", {"action": "I draw"}, channel=GENERAL)
+    await h.run("act", {"action": "I draw"}, channel=THREAD)
+    for channel, mine, theirs in ((GENERAL, ("Thessaly", "Bandit"), ("Morwen", "Ghoul")),
+                                  (THREAD, ("Morwen", "Ghoul"), ("Thessaly", "Bandit"))):
+        [tracker] = [m for m in h.standin.messages(channel) if m.content.startswith("⚔️ **Combat")]
+        assert all(name in tracker.content for name in mine) and not any(n in tracker.content for n in theirs)
+        roster = await h.run("party", channel=channel)
+        [listing] = [m.content for m in h.visible(roster) if not m.deleted]
+        assert mine[0] in listing and theirs[0] not in listing
