@@ -76,6 +76,7 @@ def test_exhaustion_keeps_one_level():
     ("update_character", {"name": "Brom", "add_conditions": "poisoned"}, "list of conditions"),
     ("update_character", {"name": "Brom", "add_conditions": ["x" * 31]}, "too long"),
     ("update_character", {"name": "Brom", "add_conditions": ["exhaustion 7"]}, "level 1 to 6"),
+    ("update_character", {"name": "Brom", "add_conditions": ["exhaustion 0"]}, "level 1 to 6"),
     ("attack", {"attacker": "Brom", "target": "Thessaly", "attack_bonus": 3, "damage": "1d8+"}, "Bad damage"),
     ("attack", {"attacker": "Brom", "target": "Brom", "attack_bonus": 3, "damage": "1d8"}, "itself"),
     ("attack", {"attacker": "Brom", "target": "Thessaly", "attack_bonus": 3, "damage": "1d8",

@@ -33,7 +33,7 @@ def normalize(raw: object) -> str:
     match = _EXHAUSTION.match(text)
     if match:
         level = int(match.group(1)) if match.group(1) else 0  # 0: one more level than now
-        if not 0 <= level <= 6:
+        if match.group(1) and not 1 <= level <= 6:
             raise RuleError("Exhaustion goes from level 1 to 6, e.g. \"exhaustion 2\".")
         return f"exhaustion {level}" if level else "exhaustion"
     if text in SRD:
