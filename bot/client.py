@@ -172,10 +172,9 @@ class DungeonMasterBot(commands.Bot):
         from bot.discord_turn import refuse
 
         if self.stopping:  # the store or the HTTP session closed under the command: that is the whole story
-            if not isinstance(error, app_commands.CheckFailure):  # the tree's check has answered already
-                log.info("command /%s stopped by the shutdown: %s",
-                         interaction.command.name if interaction.command else "?", error)
-                await refuse(interaction, RESTARTING)
+            log.info("command /%s stopped by the shutdown: %s",
+                     interaction.command.name if interaction.command else "?", error)
+            await refuse(interaction, RESTARTING)
             return
         log.error("command /%s failed", interaction.command.name if interaction.command else "?",
                   exc_info=error)
