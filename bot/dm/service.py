@@ -100,7 +100,6 @@ class DMService:
     ) -> None:
         self.config = config
         self.store = store
-        self.provider = provider
         self.rate_limiter = rate_limiter or ChannelRateLimiter(
             config.limits.requests_per_minute, config.limits.backend
         )
@@ -115,6 +114,14 @@ class DMService:
         self.slots = TurnSlots(config.limits.max_queued_turns)
         self.closing = False  # aclose() began: new commands are refused, writes in flight are waited for
         self._held: dict[str, int] = {}  # channel → session with a roll held for the running turn's end
+
+    @property
+    def provider(self) -> LLMProvider:
+        return self.llm.provider
+
+    @provider.setter
+    def provider(self, provider: LLMProvider) -> None:  # tests and benchmarks swap it
+        self.llm.provider = provider
 
     # -- public faces' calls --------------------------------------------------------------------------------
 
