@@ -23,7 +23,7 @@ from bot.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin")
+EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.server")
 
 # Only what the bot uses: read and post in channels and threads, embed links, read history for context.
 INVITE_PERMISSIONS = discord.Permissions(

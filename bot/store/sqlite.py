@@ -21,6 +21,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.llm.base import Usage
+from bot.store.admin_queries import AdminQueries
 from bot.store.base import (
     CallRecord,
     Channel,
@@ -102,6 +103,21 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN token_limit INTEGER;
     """,
+    # 3: server admins and operators (issue 11): per-server settings set with /config (a NULL column = the
+    # config.toml default), and an index for /usage's month of the ledger
+    """
+    CREATE TABLE guild_settings (
+        guild_id            TEXT PRIMARY KEY,
+        persona             TEXT,
+        content_rating      TEXT CHECK (content_rating IN ('family', 'teen', 'mature')),
+        adventure_budget    INTEGER,
+        monthly_budget      INTEGER,
+        player_daily_budget INTEGER,
+        updated_at          REAL NOT NULL,
+        updated_by_id       TEXT
+    );
+    CREATE INDEX usage_created ON usage (created_at);
+    """,
 ]
 
 _SESSION_COLUMNS = (
@@ -119,7 +135,7 @@ def _turn(row: aiosqlite.Row) -> Turn:
     return Turn(row[0], row[1], row[2], row[3], author, row[6], row[7], row[8])
 
 
-class SQLiteStore:
+class SQLiteStore(AdminQueries):
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None

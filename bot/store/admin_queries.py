@@ -1,0 +1,117 @@
+"""SQL for server admins (issue 11): per-server settings (/config) and a month of the usage ledger (/usage).
+
+A mixin of ``SQLiteStore`` so that these queries live apart from the turn path's. Who a call is charged to:
+the usage ledger links each call to a turn — the player's own turn when the turn failed, the DM's answer when
+it completed (then the player is the one whose action came just before it in the session), or no turn (an
+adventure's opening that failed, or a background call): those are charged to whoever started the adventure.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+SETTING_COLUMNS = ("persona", "content_rating", "adventure_budget", "monthly_budget", "player_daily_budget")
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLine:
+    """Tokens and estimated cost of one channel, player or day; ``cost_complete`` is False when some call's
+    model had no known price."""
+
+    key: str
+    name: str
+    tokens: int
+    cost_usd: float
+    cost_complete: bool
+    calls: int
+
+
+# The player behind a usage row (u), through its turn (t) and session (s). A correlated subquery: a completed
+# DM turn's player is the last player turn before it in the same session (turns of one channel run in order).
+_PLAYER_ID = """COALESCE(
+    CASE WHEN t.role = 'player' THEN t.author_id END,
+    CASE WHEN t.role = 'dm' THEN (SELECT p.author_id FROM turns p WHERE p.session_id = t.session_id
+                                  AND p.role = 'player' AND p.seq < t.seq ORDER BY p.seq DESC LIMIT 1) END,
+    s.started_by_id)"""
+_PLAYER_NAME = """COALESCE(
+    CASE WHEN t.role = 'player' THEN t.author_name END,
+    CASE WHEN t.role = 'dm' THEN (SELECT p.author_name FROM turns p WHERE p.session_id = t.session_id
+                                  AND p.role = 'player' AND p.seq < t.seq ORDER BY p.seq DESC LIMIT 1) END,
+    s.started_by_name)"""
+_TOKENS = "u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens"
+_FROM = ("FROM usage u JOIN sessions s ON s.id = u.session_id LEFT JOIN turns t ON t.id = u.turn_id"
+         " WHERE s.guild_id = ? AND u.created_at >= ? AND u.created_at < ?")
+_SUMS = f"SUM({_TOKENS}), COALESCE(SUM(u.cost_usd), 0), COUNT(*) - COUNT(u.cost_usd), COUNT(*)"
+
+
+def _line(key: Any, name: Any, row: tuple) -> SpendLine:
+    tokens, cost, unknown, calls = row
+    return SpendLine(str(key), str(name), int(tokens or 0), float(cost or 0), unknown == 0, int(calls))
+
+
+class AdminQueries:
+    """Per-server settings and usage reports. Needs ``self.db`` and ``self._write()`` (SQLiteStore's)."""
+
+    # -- per-server settings --------------------------------------------------------------------------------
+
+    async def guild_settings(self: Any, guild_id: str) -> dict[str, Any]:
+        """The server's stored overrides (only the settings it set; {} when none)."""
+        rows = await self.db.execute_fetchall(
+            f"SELECT {', '.join(SETTING_COLUMNS)} FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        if not rows:
+            return {}
+        return {name: value for name, value in zip(SETTING_COLUMNS, rows[0]) if value is not None}
+
+    async def set_guild_settings(self: Any, guild_id: str, changes: dict[str, Any], by_id: str) -> None:
+        """Store the given settings for the server (others keep their stored value or default)."""
+        unknown = set(changes) - set(SETTING_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        if not changes:
+            return
+        names = list(changes)
+        async with self._write() as db:
+            await db.execute(
+                f"INSERT INTO guild_settings (guild_id, {', '.join(names)}, updated_at, updated_by_id)"
+                f" VALUES (?, {', '.join('?' for _ in names)}, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET "
+                + ", ".join(f"{n} = excluded.{n}" for n in names)
+                + ", updated_at = excluded.updated_at, updated_by_id = excluded.updated_by_id",
+                (guild_id, *(changes[n] for n in names), time.time(), by_id),
+            )
+
+    # -- usage reports --------------------------------------------------------------------------------------
+
+    async def guild_usage_total(self: Any, guild_id: str, since: float, until: float) -> SpendLine:
+        rows = await self.db.execute_fetchall(f"SELECT {_SUMS} {_FROM}", (guild_id, since, until))
+        return _line(guild_id, "total", rows[0])
+
+    async def guild_usage_by_channel(self: Any, guild_id: str, since: float, until: float,
+                                     limit: int = 10) -> list[SpendLine]:
+        rows = await self.db.execute_fetchall(
+            f"SELECT s.channel_id, {_SUMS} {_FROM} GROUP BY s.channel_id ORDER BY 2 DESC, s.channel_id LIMIT ?",
+            (guild_id, since, until, limit))
+        return [_line(row[0], row[0], row[1:]) for row in rows]
+
+    async def guild_usage_by_player(self: Any, guild_id: str, since: float, until: float,
+                                    limit: int = 10) -> list[SpendLine]:
+        rows = await self.db.execute_fetchall(
+            f"SELECT player_id, MAX(player_name), SUM(tokens), SUM(cost), SUM(unknown), SUM(calls) FROM ("
+            f" SELECT {_PLAYER_ID} AS player_id, {_PLAYER_NAME} AS player_name, {_TOKENS} AS tokens,"
+            f" COALESCE(u.cost_usd, 0) AS cost, u.cost_usd IS NULL AS unknown, 1 AS calls {_FROM}"
+            ") GROUP BY player_id ORDER BY 3 DESC, player_id LIMIT ?",
+            (guild_id, since, until, limit))
+        return [_line(row[0], row[1], row[2:]) for row in rows]
+
+    async def guild_usage_daily(self: Any, guild_id: str, since: float, until: float) -> dict[int, int]:
+        """Tokens per day: {day index from ``since`` (0 = the first day): tokens}. Days with none are absent."""
+        rows = await self.db.execute_fetchall(
+            f"SELECT CAST((u.created_at - ?) / 86400 AS INTEGER) AS day, SUM({_TOKENS}) {_FROM}"
+            " GROUP BY day ORDER BY day", (since, guild_id, since, until))
+        return {int(day): int(tokens) for day, tokens in rows}
+
+    async def count_active_sessions(self: Any) -> int:
+        """Adventures running now, in every server (a metric)."""
+        rows = await self.db.execute_fetchall("SELECT COUNT(*) FROM sessions WHERE status = 'active'")
+        return rows[0][0]
