@@ -24,10 +24,12 @@ STORE_TIMEOUT = 2.0
 def gateway_problem(bot: Any) -> str | None:
     if bot.is_closed():
         return "the bot is stopping"
-    if not bot.is_ready():
-        return "not connected to the Discord gateway yet"
+    # The open gateway socket, not is_ready(): interactions are served from the first READY, while is_ready()
+    # waits a further guild_ready_timeout (2 s) for the servers' data.
     ws = getattr(bot, "ws", None)
-    if ws is None or not ws.open:
+    if ws is None:
+        return "not connected to the Discord gateway yet"
+    if not ws.open:
         return "the Discord gateway connection is down (reconnecting)"
     return None
 
