@@ -60,6 +60,10 @@ def describe(config: Config) -> str:
         f"max_retry_after={retry.max_retry_after_seconds:g}s",
         f"dm:        history_messages={config.dm.history_messages} content_rating={config.dm.content_rating} "
         f"dm_rolls={str(config.dm.dm_rolls).lower()}",
+        f"metrics:   " + (f"http://{config.metrics.host}:{config.metrics.port}/metrics and /healthz"
+                          if config.metrics.port else "off ([metrics] port unset)"),
+        f"caps:      {limits.monthly_tokens_per_server or 'no'} tokens/month per server, "
+        f"{limits.daily_tokens_per_player or 'no'} tokens/day per player (servers may set their own with /config)",
         f"discord:   sync_commands={discord.sync_commands} edit_interval={discord.edit_interval_seconds:g}s "
         f"api={discord.api_base_url}",
         f"secrets:   DISCORD_TOKEN {shown(s.discord_token)}, ANTHROPIC_API_KEY {shown(s.anthropic_api_key)}, "

@@ -35,6 +35,16 @@ def _short(tokens: int) -> str:
     return str(tokens)
 
 
+def _nice(value: int) -> int:
+    """The smallest 1, 2, 2.5 or 5 × 10^n at least ``value``: round numbers on the grid lines."""
+    scale = 1
+    while True:
+        for step in (1, 2, 2.5, 5):
+            if step * scale >= value:
+                return int(step * scale)
+        scale *= 10
+
+
 def daily_tokens_png(daily: list[int], title: str) -> bytes:
     """A PNG with one bar per entry of ``daily`` (day 1 first)."""
     image = Image.new("RGB", (WIDTH, HEIGHT), BACKGROUND)
@@ -42,7 +52,7 @@ def daily_tokens_png(daily: list[int], title: str) -> bytes:
     small, big = _font(12), _font(16)
     draw.text((LEFT, 12), title, fill=TEXT, font=big)
     x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM  # y1 is the baseline
-    peak = max(daily, default=0) or 1
+    peak = _nice(max(daily, default=0) or 1)
     for fraction in (0.5, 1.0):  # two grid lines with their values
         y = y1 - round((y1 - y0) * fraction)
         draw.line([(x0, y), (x1, y)], fill=(60, 63, 69))
@@ -67,3 +77,14 @@ def daily_tokens_png(daily: list[int], title: str) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)
     return out.getvalue()
+
+
+if __name__ == "__main__":  # the README's picture: `python -m bot.usage_chart docs/usage-chart.png`
+    import random
+    import sys
+
+    rng = random.Random(7)
+    sample = [0 if day in (3, 9) else int((180_000 if (day + 1) % 7 in (5, 6) else 40_000) * rng.uniform(0.5, 1.4))
+              for day in range(1, 19)]
+    with open(sys.argv[1] if len(sys.argv) > 1 else "usage-chart.png", "wb") as file:
+        file.write(daily_tokens_png(sample, "Tokens per day, December 2026 (UTC)"))

@@ -116,3 +116,20 @@ def test_metrics_are_off_by_default():
     from bot.config import Config
 
     assert Config().metrics.port is None
+
+
+async def test_dungeon_master_health_is_the_containers_check(make_dm_bot):
+    """`dungeon-master health` (the Dockerfile's HEALTHCHECK): 0 while /healthz is 200, 1 once it is not."""
+    import dataclasses
+
+    from bot.cli import health
+
+    port = free_port()
+    h = await make_dm_bot(ScriptedProvider(), metrics={"port": port})
+    config = dataclasses.replace(h.bot.config, metrics=dataclasses.replace(h.bot.config.metrics, host="0.0.0.0"))
+    assert await asyncio.to_thread(health, config) == 0
+    await h.bot.close()
+    await h.task
+    assert await asyncio.to_thread(health, config) == 1
+    unset = dataclasses.replace(config, metrics=dataclasses.replace(config.metrics, port=None))
+    assert health(unset) == 0
