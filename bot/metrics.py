@@ -26,7 +26,7 @@ from bot.dm.events import DMEvent, Done, Failed, Retrying, TextDelta
 from bot.llm.base import LLMProvider, LLMRequest, ProviderError, StreamItem, Usage
 
 # Refusals made before any LLM call: counted as turns, kept out of the latency histograms.
-REFUSALS = frozenset({"invalid", "no_session", "session_active", "busy", "rate_limited", "budget"})
+REFUSALS = frozenset({"invalid", "no_session", "session_active", "busy", "rate_limited", "budget", "stopping"})
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120)
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 

@@ -103,7 +103,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN token_limit INTEGER;
     """,
-    # 3: server admins and operators (issue 11): per-server settings set with /config (a NULL column = the
+    # 3: calls whose usage the provider did not report are charged from the bot's estimate, and marked so
+    """
+    ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 4: server admins and operators (issue 11): per-server settings set with /config (a NULL column = the
     # config.toml default), and an index for /usage's month of the ledger
     """
     CREATE TABLE guild_settings (
@@ -136,8 +140,9 @@ def _turn(row: aiosqlite.Row) -> Turn:
 
 
 class SQLiteStore(AdminQueries):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms  # how long a write waits for another process's transaction
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self.interrupted_on_open = 0
@@ -153,7 +158,7 @@ class SQLiteStore(AdminQueries):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; every write below says BEGIN IMMEDIATE itself.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self.db.execute("PRAGMA busy_timeout = 10000")
+        await self.db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         await self.db.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode loses nothing a process crash (kill -9) could; only a power cut can undo the
         # last commits. FULL would cost an fsync per turn.
@@ -161,6 +166,8 @@ class SQLiteStore(AdminQueries):
         await self.db.execute("PRAGMA foreign_keys = ON")
         await self._migrate()
         async with self._write() as db:
+            # A pending roll was made (and shown) while a turn ran: it joins the story. A pending action was cut.
+            await db.execute("UPDATE turns SET status = 'complete' WHERE status = 'pending' AND role = 'roll'")
             cursor = await db.execute("UPDATE turns SET status = 'interrupted' WHERE status = 'pending'")
             self.interrupted_on_open = cursor.rowcount
 
@@ -244,10 +251,11 @@ class SQLiteStore(AdminQueries):
         now = time.time()
         await db.executemany(
             "INSERT INTO usage (session_id, turn_id, provider, model, input_tokens, output_tokens,"
-            " cache_read_tokens, cache_write_tokens, cost_usd, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " cache_read_tokens, cache_write_tokens, cost_usd, estimated, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (session_id, turn_id, c.provider, c.model, c.usage.input_tokens, c.usage.output_tokens,
-                 c.usage.cache_read_tokens, c.usage.cache_write_tokens, c.cost_usd, now)
+                 c.usage.cache_read_tokens, c.usage.cache_write_tokens, c.cost_usd, int(c.estimated), now)
                 for c in calls
             ],
         )
@@ -279,28 +287,61 @@ class SQLiteStore(AdminQueries):
         async with self._write() as db:
             if player_turn_id is not None:
                 await db.execute("UPDATE turns SET status = 'complete' WHERE id = ?", (player_turn_id,))
-            for roll in rolls:
-                turn_id = await self._insert_turn(db, session_id, "roll", roll.roller, roll.summary, "complete")
-                await self._insert_roll(db, None, session_id, turn_id, roll)
+            await self._insert_rolls(db, session_id, rolls, "complete")
             dm_turn_id = await self._insert_turn(db, session_id, "dm", None, dm_text, "complete")
             await self._insert_calls(db, session_id, dm_turn_id, calls)
+            await self._release_held(db, session_id)
         return dm_turn_id
 
     async def fail_turn(
-        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False
+        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
+        rolls: list[RollRecord] = (),
     ) -> None:
         status = "interrupted" if interrupted else "failed"
         async with self._write() as db:
             if player_turn_id is not None:
                 await db.execute("UPDATE turns SET status = ? WHERE id = ?", (status, player_turn_id))
+            await self._insert_rolls(db, session_id, rolls, status)
             await self._insert_calls(db, session_id, player_turn_id, calls)
+            await self._release_held(db, session_id)
 
-    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord) -> None:
+    async def _insert_rolls(self, db: aiosqlite.Connection, session_id: int, rolls: list[RollRecord],
+                            status: str) -> None:
+        for roll in rolls:
+            turn_id = await self._insert_turn(db, session_id, "roll", roll.roller, roll.summary, status)
+            await self._insert_roll(db, None, session_id, turn_id, roll)
+
+    @staticmethod
+    async def _release_held(db: aiosqlite.Connection, session_id: int) -> None:
+        """Pending roll turns move after everything stored so far (in the order they were made) and join it."""
+        held = await db.execute_fetchall(
+            "SELECT id FROM turns WHERE session_id = ? AND role = 'roll' AND status = 'pending' ORDER BY seq",
+            (session_id,))
+        for (turn_id,) in held:
+            await db.execute(
+                "UPDATE turns SET status = 'complete',"
+                " seq = (SELECT MAX(seq) + 1 FROM turns WHERE session_id = ?) WHERE id = ?",
+                (session_id, turn_id))
+
+    async def release_held_rolls(self, session_id: int) -> None:
+        async with self._write() as db:
+            await self._release_held(db, session_id)
+
+    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *,
+                       held: bool = False) -> bool:
         async with self._write() as db:
             turn_id = None
             if session_id is not None:
-                turn_id = await self._insert_turn(db, session_id, "roll", roll.roller, roll.summary, "complete")
+                # Only into an adventure still running: a roll racing /end is kept, outside the story.
+                rows = await db.execute_fetchall(
+                    "SELECT 1 FROM sessions WHERE id = ? AND status = 'active'", (session_id,))
+                if rows:
+                    turn_id = await self._insert_turn(db, session_id, "roll", roll.roller, roll.summary,
+                                                      "pending" if held else "complete")
+                else:
+                    session_id = None
             await self._insert_roll(db, channel, session_id, turn_id, roll)
+        return turn_id is not None
 
     async def count_turns(self, session_id: int) -> int:
         rows = await self.db.execute_fetchall(
@@ -329,11 +370,13 @@ class SQLiteStore(AdminQueries):
         rows = await self.db.execute_fetchall(
             "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
             " COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_write_tokens), 0),"
-            " COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd), COUNT(*) FROM usage WHERE session_id = ?",
+            " COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd), COUNT(*),"
+            " COALESCE(SUM(CASE WHEN estimated THEN input_tokens + output_tokens + cache_read_tokens"
+            " + cache_write_tokens ELSE 0 END), 0) FROM usage WHERE session_id = ?",
             (session_id,),
         )
-        i, o, cr, cw, cost, unknown, calls = rows[0]
-        return UsageTotals(Usage(i, o, cr, cw), float(cost), unknown == 0, calls)
+        i, o, cr, cw, cost, unknown, calls, estimated = rows[0]
+        return UsageTotals(Usage(i, o, cr, cw), float(cost), unknown == 0, calls, estimated)
 
     # -- meta -----------------------------------------------------------------------------------------------
 
