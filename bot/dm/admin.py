@@ -18,7 +18,7 @@ from typing import Any
 from bot.config import Config
 from bot.dm.prompts import system_prompt
 from bot.dm.settings import CachedGuild, GuildSettings, SettingError, SettingsCache, checked_changes
-from bot.store.admin_queries import SpendLine
+from bot.store.admin_queries import AdminStore, SpendLine
 from bot.store.base import Player
 
 NOT_ADMIN = "Only members with the Manage Server permission can {what}."
@@ -65,7 +65,7 @@ def _cap(tokens: int) -> str:
 
 
 class ServerAdmin:
-    def __init__(self, config: Config, store: Any, *, tools: bool, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, store: AdminStore, *, tools: bool, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
         self.tools = tools

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 SETTING_COLUMNS = ("persona", "content_rating", "adventure_budget", "monthly_budget", "player_daily_budget")
 
@@ -49,6 +49,20 @@ _SUMS = f"SUM({_TOKENS}), COALESCE(SUM(u.cost_usd), 0), COUNT(*) - COUNT(u.cost_
 def _line(key: Any, name: Any, row: tuple) -> SpendLine:
     tokens, cost, unknown, calls = row
     return SpendLine(str(key), str(name), int(tokens or 0), float(cost or 0), unknown == 0, int(calls))
+
+
+class AdminStore(Protocol):
+    """What the admin side needs of a store (a PostgreSQL store implements the same methods)."""
+
+    async def guild_settings(self, guild_id: str) -> dict[str, Any]: ...
+    async def set_guild_settings(self, guild_id: str, changes: dict[str, Any], by_id: str) -> None: ...
+    async def guild_usage_total(self, guild_id: str, since: float, until: float) -> SpendLine: ...
+    async def guild_usage_by_channel(self, guild_id: str, since: float, until: float,
+                                     limit: int = 10) -> list[SpendLine]: ...
+    async def guild_usage_by_player(self, guild_id: str, since: float, until: float,
+                                    limit: int = 10) -> list[SpendLine]: ...
+    async def guild_usage_daily(self, guild_id: str, since: float, until: float) -> dict[int, int]: ...
+    async def count_active_sessions(self) -> int: ...
 
 
 class AdminQueries:
