@@ -8,10 +8,12 @@ adventure's opening that failed, or a background call): those are charged to who
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+DAY = 86_400  # seconds; the days are UTC days when ``since`` is a UTC midnight
 SETTING_COLUMNS = ("persona", "content_rating", "adventure_budget", "monthly_budget", "player_daily_budget")
 
 
@@ -28,21 +30,18 @@ class SpendLine:
     calls: int
 
 
-# The player behind a usage row (u), through its turn (t) and session (s). A correlated subquery: a completed
-# DM turn's player is the last player turn before it in the same session (turns of one channel run in order).
-_PLAYER_ID = """COALESCE(
-    CASE WHEN t.role = 'player' THEN t.author_id END,
-    CASE WHEN t.role = 'dm' THEN (SELECT p.author_id FROM turns p WHERE p.session_id = t.session_id
-                                  AND p.role = 'player' AND p.seq < t.seq ORDER BY p.seq DESC LIMIT 1) END,
-    s.started_by_id)"""
-_PLAYER_NAME = """COALESCE(
-    CASE WHEN t.role = 'player' THEN t.author_name END,
-    CASE WHEN t.role = 'dm' THEN (SELECT p.author_name FROM turns p WHERE p.session_id = t.session_id
-                                  AND p.role = 'player' AND p.seq < t.seq ORDER BY p.seq DESC LIMIT 1) END,
-    s.started_by_name)"""
+# The player behind a usage row (u): its turn (t) when that is the player's own (a failed action), else the
+# session's last player turn before the DM's answer (turns of one channel run in order; one seek on
+# turns_by_role), else whoever started the session (s). The player's turn is joined as p.
+_PLAYER_JOIN = """LEFT JOIN turns p ON p.id = CASE
+    WHEN t.role = 'player' THEN t.id
+    WHEN t.role = 'dm' THEN (SELECT x.id FROM turns x WHERE x.session_id = t.session_id AND x.role = 'player'
+                             AND x.seq < t.seq ORDER BY x.seq DESC LIMIT 1)
+    END"""
 _TOKENS = "u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens"
-_FROM = ("FROM usage u JOIN sessions s ON s.id = u.session_id LEFT JOIN turns t ON t.id = u.turn_id"
-         " WHERE s.guild_id = ? AND u.created_at >= ? AND u.created_at < ?")
+_JOINS = "FROM usage u JOIN sessions s ON s.id = u.session_id LEFT JOIN turns t ON t.id = u.turn_id"
+_WHERE = " WHERE s.guild_id = ? AND u.created_at >= ? AND u.created_at < ?"
+_FROM = _JOINS + _WHERE
 _SUMS = f"SUM({_TOKENS}), COALESCE(SUM(u.cost_usd), 0), COUNT(*) - COUNT(u.cost_usd), COUNT(*)"
 
 
@@ -61,7 +60,18 @@ class AdminStore(Protocol):
                                      limit: int = 10) -> list[SpendLine]: ...
     async def guild_usage_by_player(self, guild_id: str, since: float, until: float,
                                     limit: int = 10) -> list[SpendLine]: ...
-    async def guild_usage_daily(self, guild_id: str, since: float, until: float) -> dict[int, int]: ...
+    async def guild_usage_daily(self: Any, guild_id: str, since: float, until: float) -> dict[int, int]:
+        """Tokens per day: {day index from ``since`` (0 = the first day): tokens}. Days with none are absent.
+
+        One column per day (a month has at most 31) rather than GROUP BY CAST(…): casting a float to an
+        integer truncates in SQLite but rounds in PostgreSQL, and this SQL is meant for both."""
+        days = max(1, min(62, math.ceil((until - since) / DAY)))
+        columns = ", ".join(f"COALESCE(SUM(CASE WHEN u.created_at >= ? AND u.created_at < ? THEN {_TOKENS} END), 0)"
+                            for _ in range(days))
+        bounds = [edge for day in range(days) for edge in (since + day * DAY, since + (day + 1) * DAY)]
+        rows = await self.db.execute_fetchall(f"SELECT {columns} {_FROM}", (*bounds, guild_id, since, until))
+        return {day: int(tokens) for day, tokens in enumerate(rows[0]) if tokens}
+
     async def count_active_sessions(self) -> int: ...
 
 
@@ -111,10 +121,12 @@ class AdminQueries:
     async def guild_usage_by_player(self: Any, guild_id: str, since: float, until: float,
                                     limit: int = 10) -> list[SpendLine]:
         rows = await self.db.execute_fetchall(
-            f"SELECT player_id, MAX(player_name), SUM(tokens), SUM(cost), SUM(unknown), SUM(calls) FROM ("
-            f" SELECT {_PLAYER_ID} AS player_id, {_PLAYER_NAME} AS player_name, {_TOKENS} AS tokens,"
-            f" COALESCE(u.cost_usd, 0) AS cost, u.cost_usd IS NULL AS unknown, 1 AS calls {_FROM}"
-            ") GROUP BY player_id ORDER BY 3 DESC, player_id LIMIT ?",
+            f"SELECT player_id, MAX(player_name), SUM(tokens), SUM(cost), SUM(unknown), COUNT(*) FROM ("
+            " SELECT COALESCE(p.author_id, s.started_by_id) AS player_id,"
+            " COALESCE(p.author_name, s.started_by_name) AS player_name,"
+            f" {_TOKENS} AS tokens, COALESCE(u.cost_usd, 0) AS cost,"
+            f" CASE WHEN u.cost_usd IS NULL THEN 1 ELSE 0 END AS unknown {_JOINS} {_PLAYER_JOIN} {_WHERE}"
+            ") AS charged GROUP BY player_id ORDER BY 3 DESC, player_id LIMIT ?",
             (guild_id, since, until, limit))
         return [_line(row[0], row[1], row[2:]) for row in rows]
 

@@ -121,6 +121,8 @@ MIGRATIONS: list[str] = [
         updated_by_id       TEXT
     );
     CREATE INDEX usage_created ON usage (created_at);
+    -- who caused a DM turn's call: the session's last player turn before it, found by one index seek
+    CREATE INDEX turns_by_role ON turns (session_id, role, seq);
     """,
 ]
 
