@@ -60,29 +60,34 @@ class AdminStore(Protocol):
                                      limit: int = 10) -> list[SpendLine]: ...
     async def guild_usage_by_player(self, guild_id: str, since: float, until: float,
                                     limit: int = 10) -> list[SpendLine]: ...
-    async def guild_usage_daily(self: Any, guild_id: str, since: float, until: float) -> dict[int, int]:
-        """Tokens per day: {day index from ``since`` (0 = the first day): tokens}. Days with none are absent.
-
-        One column per day (a month has at most 31) rather than GROUP BY CAST(…): casting a float to an
-        integer truncates in SQLite but rounds in PostgreSQL, and this SQL is meant for both."""
-        days = max(1, min(62, math.ceil((until - since) / DAY)))
-        columns = ", ".join(f"COALESCE(SUM(CASE WHEN u.created_at >= ? AND u.created_at < ? THEN {_TOKENS} END), 0)"
-                            for _ in range(days))
-        bounds = [edge for day in range(days) for edge in (since + day * DAY, since + (day + 1) * DAY)]
-        rows = await self.db.execute_fetchall(f"SELECT {columns} {_FROM}", (*bounds, guild_id, since, until))
-        return {day: int(tokens) for day, tokens in enumerate(rows[0]) if tokens}
-
+    async def guild_usage_daily(self, guild_id: str, since: float, until: float) -> dict[int, int]: ...
     async def count_active_sessions(self) -> int: ...
 
 
 class AdminQueries:
-    """Per-server settings and usage reports. Needs ``self.db`` and ``self._write()`` (SQLiteStore's)."""
+    """Per-server settings and usage reports, in SQL common to SQLite and PostgreSQL (``?`` placeholders, no
+    dialect-only functions). Two hooks reach the connection: on a store with ``_rows(sql, *args)`` and a
+    ``_write()`` whose transaction has ``execute(sql, *args)`` (the shared SQLite/PostgreSQL store body) they
+    use those; otherwise aiosqlite's ``db.execute_fetchall(sql, params)`` and ``_write()`` yielding the
+    connection (this branch's SQLiteStore)."""
+
+    async def _admin_rows(self: Any, sql: str, args: tuple) -> Any:
+        if hasattr(self, "_rows"):
+            return await self._rows(sql, *args)
+        return await self.db.execute_fetchall(sql, args)
+
+    async def _admin_write(self: Any, sql: str, args: tuple) -> None:
+        async with self._write() as tx:
+            if hasattr(self, "_rows"):
+                await tx.execute(sql, *args)
+            else:
+                await tx.execute(sql, args)
 
     # -- per-server settings --------------------------------------------------------------------------------
 
     async def guild_settings(self: Any, guild_id: str) -> dict[str, Any]:
         """The server's stored overrides (only the settings it set; {} when none)."""
-        rows = await self.db.execute_fetchall(
+        rows = await self._admin_rows(
             f"SELECT {', '.join(SETTING_COLUMNS)} FROM guild_settings WHERE guild_id = ?", (guild_id,))
         if not rows:
             return {}
@@ -96,31 +101,30 @@ class AdminQueries:
         if not changes:
             return
         names = list(changes)
-        async with self._write() as db:
-            await db.execute(
-                f"INSERT INTO guild_settings (guild_id, {', '.join(names)}, updated_at, updated_by_id)"
-                f" VALUES (?, {', '.join('?' for _ in names)}, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET "
-                + ", ".join(f"{n} = excluded.{n}" for n in names)
-                + ", updated_at = excluded.updated_at, updated_by_id = excluded.updated_by_id",
-                (guild_id, *(changes[n] for n in names), time.time(), by_id),
-            )
+        await self._admin_write(
+            f"INSERT INTO guild_settings (guild_id, {', '.join(names)}, updated_at, updated_by_id)"
+            f" VALUES (?, {', '.join('?' for _ in names)}, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET "
+            + ", ".join(f"{n} = excluded.{n}" for n in names)
+            + ", updated_at = excluded.updated_at, updated_by_id = excluded.updated_by_id",
+            (guild_id, *(changes[n] for n in names), time.time(), by_id),
+        )
 
     # -- usage reports --------------------------------------------------------------------------------------
 
     async def guild_usage_total(self: Any, guild_id: str, since: float, until: float) -> SpendLine:
-        rows = await self.db.execute_fetchall(f"SELECT {_SUMS} {_FROM}", (guild_id, since, until))
+        rows = await self._admin_rows(f"SELECT {_SUMS} {_FROM}", (guild_id, since, until))
         return _line(guild_id, "total", rows[0])
 
     async def guild_usage_by_channel(self: Any, guild_id: str, since: float, until: float,
                                      limit: int = 10) -> list[SpendLine]:
-        rows = await self.db.execute_fetchall(
+        rows = await self._admin_rows(
             f"SELECT s.channel_id, {_SUMS} {_FROM} GROUP BY s.channel_id ORDER BY 2 DESC, s.channel_id LIMIT ?",
             (guild_id, since, until, limit))
         return [_line(row[0], row[0], row[1:]) for row in rows]
 
     async def guild_usage_by_player(self: Any, guild_id: str, since: float, until: float,
                                     limit: int = 10) -> list[SpendLine]:
-        rows = await self.db.execute_fetchall(
+        rows = await self._admin_rows(
             f"SELECT player_id, MAX(player_name), SUM(tokens), SUM(cost), SUM(unknown), COUNT(*) FROM ("
             " SELECT COALESCE(p.author_id, s.started_by_id) AS player_id,"
             " COALESCE(p.author_name, s.started_by_name) AS player_name,"
@@ -131,13 +135,18 @@ class AdminQueries:
         return [_line(row[0], row[1], row[2:]) for row in rows]
 
     async def guild_usage_daily(self: Any, guild_id: str, since: float, until: float) -> dict[int, int]:
-        """Tokens per day: {day index from ``since`` (0 = the first day): tokens}. Days with none are absent."""
-        rows = await self.db.execute_fetchall(
-            f"SELECT CAST((u.created_at - ?) / 86400 AS INTEGER) AS day, SUM({_TOKENS}) {_FROM}"
-            " GROUP BY day ORDER BY day", (since, guild_id, since, until))
-        return {int(day): int(tokens) for day, tokens in rows}
+        """Tokens per day: {day index from ``since`` (0 = the first day): tokens}. Days with none are absent.
+
+        One column per day (a month has at most 31) rather than GROUP BY CAST(…): casting a float to an
+        integer truncates in SQLite but rounds in PostgreSQL, and this SQL is meant for both."""
+        days = max(1, min(62, math.ceil((until - since) / DAY)))
+        columns = ", ".join(f"COALESCE(SUM(CASE WHEN u.created_at >= ? AND u.created_at < ? THEN {_TOKENS} END), 0)"
+                            for _ in range(days))
+        bounds = [edge for day in range(days) for edge in (since + day * DAY, since + (day + 1) * DAY)]
+        rows = await self._admin_rows(f"SELECT {columns} {_FROM}", (*bounds, guild_id, since, until))
+        return {day: int(tokens) for day, tokens in enumerate(rows[0]) if tokens}
 
     async def count_active_sessions(self: Any) -> int:
         """Adventures running now, in every server (a metric)."""
-        rows = await self.db.execute_fetchall("SELECT COUNT(*) FROM sessions WHERE status = 'active'")
+        rows = await self._admin_rows("SELECT COUNT(*) FROM sessions WHERE status = 'active'", ())
         return rows[0][0]
