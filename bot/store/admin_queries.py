@@ -47,7 +47,7 @@ _SUMS = f"SUM({_TOKENS}), COALESCE(SUM(u.cost_usd), 0), COUNT(*) - COUNT(u.cost_
 
 def _line(key: Any, name: Any, row: tuple) -> SpendLine:
     tokens, cost, unknown, calls = row
-    return SpendLine(str(key), str(name), int(tokens or 0), float(cost or 0), unknown == 0, int(calls))
+    return SpendLine(str(key), str(name), int(tokens or 0), float(cost or 0), int(unknown or 0) == 0, int(calls))
 
 
 class AdminStore(Protocol):
@@ -144,7 +144,7 @@ class AdminQueries:
                             for _ in range(days))
         bounds = [edge for day in range(days) for edge in (since + day * DAY, since + (day + 1) * DAY)]
         rows = await self._admin_rows(f"SELECT {columns} {_FROM}", (*bounds, guild_id, since, until))
-        return {day: int(tokens) for day, tokens in enumerate(rows[0]) if tokens}
+        return {day: int(tokens) for day, tokens in enumerate(rows[0]) if int(tokens)}
 
     async def count_active_sessions(self: Any) -> int:
         """Adventures running now, in every server (a metric)."""
