@@ -13,6 +13,7 @@ Each bot has its own registry, so tests (and two bots in one process) never mix 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -99,7 +100,10 @@ class BotMetrics:
                      gateway_latency: float | None = None) -> bytes:
         """The Prometheus text format, with the gauges read now."""
         if active_adventures is not None:
-            self.active.set(await active_adventures())
+            try:
+                self.active.set(await asyncio.wait_for(active_adventures(), 2.0))
+            except Exception:  # noqa: BLE001 - a store that does not answer is /healthz's to report; keep the last
+                pass
         latency = gateway_latency if gateway_latency is not None and math.isfinite(gateway_latency) else math.nan
         self.gateway_latency.set(latency)
         return generate_latest(self.registry)
