@@ -19,11 +19,13 @@ from bot.config import Config
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
+from bot.metrics import BotMetrics
+from bot.metrics_server import MetricsServer
 from bot.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin")
+EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.server")
 
 # Only what the bot uses: read and post in channels and threads, embed links, read history for context.
 INVITE_PERMISSIONS = discord.Permissions(
@@ -69,6 +71,8 @@ class DungeonMasterBot(commands.Bot):
 
     def __init__(self, config: Config, *, provider: LLMProvider | None = None, engine: bool = True,
                  force_sync: bool = False, sync_guild: int | None = None, **options: object) -> None:
+        metrics = BotMetrics()  # always counted; served only when [metrics] port is set
+        options.setdefault("http_trace", metrics.http_trace())  # counts Discord's 429s
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=INTENTS,
@@ -78,6 +82,8 @@ class DungeonMasterBot(commands.Bot):
             **options,
         )
         self.config = config
+        self.metrics = metrics
+        self.metrics_server: MetricsServer | None = None
         self._provider = provider
         self._engine = engine  # False for `dungeon-master sync`: commands only, no store or LLM
         self._force_sync = force_sync
@@ -96,7 +102,11 @@ class DungeonMasterBot(commands.Bot):
                         self.store.interrupted_on_open)
         if self._engine:
             self._provider = self._provider or build_provider(self.config)
-            self.dm = DMService(self.config, self.store, self._provider)
+            self.dm = DMService(self.config, self.store, self.metrics.observe_provider(self._provider))
+        if self._engine and self.config.metrics.port:
+            self.metrics_server = MetricsServer(self, self.metrics, self.config.metrics.host,
+                                                self.config.metrics.port)
+            await self.metrics_server.start()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.register_commands()
@@ -120,6 +130,8 @@ class DungeonMasterBot(commands.Bot):
         if ready_timer is not None and not ready_timer.done():
             ready_timer.cancel()
         await super().close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self._provider is not None:
             await self._provider.aclose()
         if self.store is not None:

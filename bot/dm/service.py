@@ -30,12 +30,14 @@ from dataclasses import dataclass, replace
 
 from bot.config import Config
 from bot.dm import dice
+from bot.dm.admin import ServerAdmin
 from bot.dm.calls import CallResult, LLMCalls
 from bot.dm.events import DMEvent, Done, Failed, RollMade
 from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, estimate_tokens
 from bot.dm.history import build_messages, window_start
 from bot.dm.prompts import ROLL_DICE, system_prompt
 from bot.dm.recorder import TurnRecorder
+from bot.dm.settings import GuildSettings
 from bot.dm.slots import SlotRefused, TurnSlots
 from bot.llm.base import LLMProvider, LLMRequest, Message, ProviderError, ToolCall, ToolResult
 from bot.llm.pricing import Price, price_for
@@ -108,6 +110,7 @@ class DMService:
         self.budget = TokenBudget(config.limits.tokens_per_session)
         self.system = system_prompt(config.dm, tools=config.dm.dm_rolls)
         self.tools = (ROLL_DICE,) if config.dm.dm_rolls else ()
+        self.admin = ServerAdmin(config, store, tools=config.dm.dm_rolls)  # per-server settings, /config, /usage
         self.price: Price | None = price_for(config.llm.provider, config.llm.model, config.prices)
         self.llm = LLMCalls(provider, self.retry, self.price)
         self.recorder = TurnRecorder(store, write_wait)
@@ -138,6 +141,9 @@ class DMService:
                     session = await self.store.start_session(channel, starter, premise)
                 except SessionExists:
                     raise _Refused(self._session_active(await self.store.active_session(channel.channel_id)))
+                if (limit := await self.admin.adventure_limit(channel.guild_id)) is not None:
+                    await self.store.set_token_limit(session.id, limit)  # the server's adventure_budget
+                    session = replace(session, token_limit=limit)
                 async with aclosing(self._run_turn(session, None, [])) as events:
                     async for event in events:
                         if isinstance(event, Failed):
@@ -201,6 +207,11 @@ class DMService:
         totals = await self.store.usage_totals(session.id)
         turns = await self.store.count_turns(session.id)
         return BudgetView(session, totals, self.budget.limit_for(session.token_limit), turns)
+
+    async def guild_settings(self, guild_id: str | None) -> GuildSettings:
+        """A server's effective settings (its /config overrides, else config.toml): persona, content rating,
+        adventure budget, and the monthly and per-player daily caps (0 = no cap)."""
+        return await self.admin.settings(guild_id)
 
     async def set_budget(self, channel: Channel, tokens: int, *, can_manage_server: bool) -> tuple[bool, str]:
         """An admin's token budget for the channel's current session (Manage Server only)."""
@@ -308,7 +319,7 @@ class DMService:
         turns = await self.store.turns(session.id, offset=start) if start < total else []
         turns += extra[max(0, start - total):]
         return LLMRequest(
-            system=self.system,
+            system=await self.admin.system_prompt(session.guild_id),
             messages=tuple(build_messages(session, turns, omitted=start > 0)),
             max_tokens=self.config.llm.max_output_tokens,
             temperature=self.config.llm.temperature,

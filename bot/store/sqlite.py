@@ -21,6 +21,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.llm.base import Usage
+from bot.store.admin_queries import AdminQueries
 from bot.store.base import (
     CallRecord,
     Channel,
@@ -106,6 +107,23 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: server admins and operators (issue 11): per-server settings set with /config (a NULL column = the
+    # config.toml default), and an index for /usage's month of the ledger
+    """
+    CREATE TABLE guild_settings (
+        guild_id            TEXT PRIMARY KEY,
+        persona             TEXT,
+        content_rating      TEXT CHECK (content_rating IN ('family', 'teen', 'mature')),
+        adventure_budget    INTEGER,
+        monthly_budget      INTEGER,
+        player_daily_budget INTEGER,
+        updated_at          REAL NOT NULL,
+        updated_by_id       TEXT
+    );
+    CREATE INDEX usage_created ON usage (created_at);
+    -- who caused a DM turn's call: the session's last player turn before it, found by one index seek
+    CREATE INDEX turns_by_role ON turns (session_id, role, seq);
+    """,
 ]
 
 _SESSION_COLUMNS = (
@@ -123,7 +141,7 @@ def _turn(row: aiosqlite.Row) -> Turn:
     return Turn(row[0], row[1], row[2], row[3], author, row[6], row[7], row[8])
 
 
-class SQLiteStore:
+class SQLiteStore(AdminQueries):
     def __init__(self, path: str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms  # how long a write waits for another process's transaction

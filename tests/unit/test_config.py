@@ -32,7 +32,7 @@ def test_the_shipped_config_toml_is_valid_and_documents_every_key(tmp_path):
     shipped = (ROOT / "config.toml").read_text()
     readme = (ROOT / "README.md").read_text()
     from dataclasses import fields
-    for section in ("discord", "llm", "retry", "limits", "database", "dm"):
+    for section in ("discord", "llm", "retry", "limits", "database", "dm", "metrics"):
         assert f"[{section}]" in shipped
         for f in fields(getattr(config, section)):
             assert f"{f.name} " in shipped or f"# {f.name}" in shipped, f"config.toml lacks [{section}] {f.name}"
