@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from bot.store.base import (
     SessionExists,
     Turn,
     UsageTotals,
+    turn_ids,
 )
 
 # Each entry moves the schema one version up; PRAGMA user_version records where a file stands.
@@ -281,14 +282,14 @@ class SQLiteStore(AdminQueries):
     async def complete_turn(
         self,
         session_id: int,
-        player_turn_id: int | None,
+        player_turn_id: int | Sequence[int] | None,
         dm_text: str,
         calls: list[CallRecord],
         rolls: list[RollRecord],
     ) -> int:
         async with self._write() as db:
-            if player_turn_id is not None:
-                await db.execute("UPDATE turns SET status = 'complete' WHERE id = ?", (player_turn_id,))
+            await db.executemany("UPDATE turns SET status = 'complete' WHERE id = ?",
+                                 [(i,) for i in turn_ids(player_turn_id)])
             await self._insert_rolls(db, session_id, rolls, "complete")
             dm_turn_id = await self._insert_turn(db, session_id, "dm", None, dm_text, "complete")
             await self._insert_calls(db, session_id, dm_turn_id, calls)
@@ -296,15 +297,15 @@ class SQLiteStore(AdminQueries):
         return dm_turn_id
 
     async def fail_turn(
-        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
-        rolls: list[RollRecord] = (),
+        self, session_id: int, player_turn_id: int | Sequence[int] | None, calls: list[CallRecord], *,
+        interrupted: bool = False, rolls: list[RollRecord] = (),
     ) -> None:
         status = "interrupted" if interrupted else "failed"
+        ids = turn_ids(player_turn_id)
         async with self._write() as db:
-            if player_turn_id is not None:
-                await db.execute("UPDATE turns SET status = ? WHERE id = ?", (status, player_turn_id))
+            await db.executemany("UPDATE turns SET status = ? WHERE id = ?", [(status, i) for i in ids])
             await self._insert_rolls(db, session_id, rolls, status)
-            await self._insert_calls(db, session_id, player_turn_id, calls)
+            await self._insert_calls(db, session_id, ids[0] if ids else None, calls)
             await self._release_held(db, session_id)
 
     async def _insert_rolls(self, db: aiosqlite.Connection, session_id: int, rolls: list[RollRecord],
