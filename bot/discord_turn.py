@@ -13,7 +13,7 @@ from contextlib import aclosing
 
 import discord
 
-from bot.discord_sink import InteractionSink, token_deadline
+from bot.discord_sink import ChannelSink, InteractionSink, token_deadline
 from bot.discord_stream import MessageStreamer
 from bot.message_sink import MonotonicClock
 from bot.dm.events import (
@@ -36,11 +36,13 @@ STOPPING = "the bot is restarting. Send your action again in a minute."
 
 
 async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DMEvent], *,
-                      edit_interval: float) -> MessageStreamer:
-    """Show a DM turn as it streams. The interaction must already be deferred with ``thinking=True``."""
+                      edit_interval: float, into: discord.Thread | None = None) -> MessageStreamer:
+    """Show a DM turn as it streams. The interaction must already be deferred with ``thinking=True``.
+    ``into``: stream into that thread (a new adventure's) instead of the interaction's response."""
     clock = MonotonicClock()
-    streamer = MessageStreamer(InteractionSink(interaction), edit_interval=edit_interval, clock=clock,
-                               token_expires_at=token_deadline(interaction, clock),
+    sink = InteractionSink(interaction) if into is None else ChannelSink(interaction, into)
+    streamer = MessageStreamer(sink, edit_interval=edit_interval, clock=clock,
+                               token_expires_at=token_deadline(interaction, clock) if into is None else None,
                                blocked_note=blocked_note(interaction))
     in_flight = getattr(interaction.client, "turns_in_flight", None)  # DungeonMasterBot.close() stops these
     metrics = getattr(interaction.client, "metrics", None)  # bot/metrics.py: turns, retries, latency
