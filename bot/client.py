@@ -19,7 +19,7 @@ from bot.config import Config
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
-from bot.store import store_for
+from bot.store import StoreError, store_for
 from bot.store.sql import SQLStore
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,9 @@ def run_bot(config: Config) -> int:
         # One line, not a traceback (which would bypass the log's secret filter on its way to stderr).
         print("dungeon-master: Discord refused DISCORD_TOKEN (401). Copy the token again from the Developer "
               "Portal (your application → Bot → Reset Token) into .env or the environment.", file=sys.stderr)
+        return 2
+    except StoreError as error:  # the database went away (or was replaced) since `run` checked it
+        print(f"dungeon-master: {error}", file=sys.stderr)
         return 2
     return 0
 

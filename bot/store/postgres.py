@@ -104,11 +104,29 @@ class PostgresStore(SQLStore):
         except StoreError:
             raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ValueError) as error:
-            reason = str(error).replace(self.url, self.describe()) or type(error).__name__
-            raise StoreError(f"cannot open the database {self.describe()}: {reason}") from None
+            raise self._error(error) from None
+
+    async def _stored_version(self) -> int | None:
+        try:
+            conn = await asyncpg.connect(self._dsn(), timeout=10)
+            try:
+                if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+                    return None
+                return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+            finally:
+                await conn.close()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ValueError) as error:
+            raise self._error(error) from None
+
+    def _dsn(self) -> str:
+        return "postgresql://" + self.url.partition("://")[2]
+
+    def _error(self, error: BaseException) -> StoreError:
+        reason = str(error).replace(self.url, self.describe()) or type(error).__name__
+        return StoreError(f"cannot open the database {self.describe()}: {reason}")
 
     async def _connect(self) -> None:
-        dsn = "postgresql://" + self.url.partition("://")[2]
+        dsn = self._dsn()
         self._pool = await asyncpg.create_pool(dsn, min_size=self.min_connections, max_size=self.max_connections,
                                                timeout=10)
         try:

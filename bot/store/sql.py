@@ -38,7 +38,7 @@ from bot.store.base import (
     Turn,
     UsageTotals,
 )
-from bot.store.migrations import MIGRATIONS, statements
+from bot.store import migrations
 from bot.store.tokens import TokenLedger
 
 NO_LIMIT = 2**62
@@ -91,6 +91,28 @@ class SQLStore(TokenLedger):
         """Where the data lives, with no password (for errors and logs)."""
         return self.__class__.__name__
 
+    async def _stored_version(self) -> int | None:
+        """The schema version, read without changing anything (None: no database yet, it will be created)."""
+        raise NotImplementedError
+
+    def _newer(self, version: int) -> StoreError:
+        return StoreError(
+            f"the database {self.describe()} was written by a newer version of the bot (schema version {version}; "
+            f"this version knows up to {len(migrations.MIGRATIONS)}): upgrade the bot to open it, or use another "
+            "database")
+
+    async def inspect(self) -> str:
+        """What ``dungeon-master check`` says of the database, without migrating it; raises ``StoreError`` when
+        it cannot be opened or was written by a newer bot (the same line ``open`` would give)."""
+        version = await self._stored_version()
+        newest = len(migrations.MIGRATIONS)
+        if version is None:
+            return f"{self.describe()} (not created yet: the first start creates it)"
+        if version > newest:
+            raise self._newer(version)
+        state = "up to date" if version == newest else f"will be migrated to {newest} at start"
+        return f"{self.describe()} (schema version {version}, {state})"
+
     # -- opening ----------------------------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -107,17 +129,15 @@ class SQLStore(TokenLedger):
         await self._disconnect()
 
     async def _migrate(self) -> None:
-        newest = len(MIGRATIONS)
+        newest = len(migrations.MIGRATIONS)
         while True:
             async with self._write() as tx:
                 version = await self._read_version(tx)
                 if version > newest:
-                    raise StoreError(
-                        f"the database {self.describe()} was written by a newer version of the bot (schema "
-                        f"version {version}; this version knows up to {newest}): upgrade the bot to open it")
+                    raise self._newer(version)
                 if version == newest:
                     return
-                for statement in statements(MIGRATIONS[version], self.dialect):
+                for statement in migrations.statements(migrations.MIGRATIONS[version], self.dialect):
                     await tx.execute(statement)
                 await self._write_version(tx, version + 1)
 

@@ -77,11 +77,28 @@ class SQLiteStore(SQLStore):
         except (sqlite3.DatabaseError, OSError) as error:  # not a database, unreadable, a folder, disk full...
             raise StoreError(f"cannot open the database {self.path}: {error}") from None
 
+    async def _stored_version(self) -> int | None:
+        if self.path == ":memory:" or not Path(self.path).exists():
+            return None
+        try:
+            async with aiosqlite.connect(f"file:{Path(self.path).absolute()}?mode=ro", uri=True) as db:
+                await db.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")  # fails on a file that is no database
+                return int((await db.execute_fetchall("PRAGMA user_version"))[0][0])
+        except (sqlite3.DatabaseError, OSError) as error:
+            raise StoreError(f"cannot open the database {self.path}: {error}") from None
+
     async def _connect(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; every write below says BEGIN IMMEDIATE itself.
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        connecting = aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            self._db = await connecting
+        except BaseException:
+            # aiosqlite stops its thread without waiting; if the loop closed first (the CLI exits with this
+            # error), the thread would print a traceback. Let it finish.
+            await asyncio.to_thread(connecting._thread.join, 5)
+            raise
         try:
             await self.db.execute("PRAGMA busy_timeout = 10000")
             await self.db.execute("PRAGMA journal_mode = WAL")

@@ -7,38 +7,12 @@ import asyncio
 import pytest
 
 from bot.llm.base import Usage
-from bot.store import store_for
 from bot.store.base import CallRecord, Channel, Player, RollRecord, SessionExists
-from bot.store.sql import SQLStore
 from bot.store.sqlite import MIGRATIONS
 
 HALL = Channel("g1", "hall")
 ARIA = Player("u1", "Aria")
 CALL = CallRecord("anthropic", "claude-sonnet-4-5", Usage(100, 20, 5, 1), 0.0004)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    """One database per test: a file, or an empty schema of the session's PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'sub' / 'dm.db'}"  # the folder does not exist yet: open creates it
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-async def opened(database_url):
-    """Open a new store on the test's database (call it again for a second process, or after a restart)."""
-    stores: list[SQLStore] = []
-
-    async def open_store() -> SQLStore:
-        store = store_for(database_url)
-        await store.open()
-        stores.append(store)
-        return store
-
-    yield open_store
-    for store in stores:  # a test that fails half-way leaves none open (close twice is harmless)
-        await store.close()
 
 
 async def test_migrates_an_empty_database_and_reopens_without_migrating_again(opened, database_url):
