@@ -71,6 +71,9 @@ class LimitsConfig:
     tokens_per_session: int = field(default=100_000, metadata=_rule(min=1000))
     backend: str = field(default="memory://", metadata=_rule(doc="limits-backend"))
     max_queued_turns: int = field(default=5, metadata=_rule(min=1, max=100))
+    # 0 = no cap; per-server values can override them (admin settings)
+    monthly_tokens_per_server: int = field(default=0, metadata=_rule(min=0))
+    daily_tokens_per_player: int = field(default=0, metadata=_rule(min=0))
 
 
 @dataclass(frozen=True)
