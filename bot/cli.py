@@ -1,4 +1,4 @@
-"""``dungeon-master run | play | invite | sync | check`` (also ``python -m bot``)."""
+"""``dungeon-master run | play | invite | sync | check | migrate-db`` (also ``python -m bot``)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="register the slash commands with Discord now")
     sync.add_argument("--guild", type=int, metavar="ID", help="register to this server only (shows at once)")
     commands.add_parser("check", help="validate the configuration and show what would be used")
+    migrate = commands.add_parser(
+        "migrate-db", help="copy the configured SQLite database into an empty PostgreSQL database (stop the bot first)")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="the PostgreSQL database to copy into: postgresql://user:password@host:5432/dbname")
     for sub in commands.choices.values():
         sub.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
     return parser
@@ -122,6 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{problem}", file=sys.stderr)
         if not config.secrets.discord_token:
             print("\nDISCORD_TOKEN is not set: `dungeon-master run` needs it (`play` does not).", file=sys.stderr)
+        return 0
+
+    if args.command == "migrate-db":
+        from bot.store.migrate import migrate
+
+        setup_logging([*config.secrets.values(), *_url_password(config.database.url), *_url_password(args.to)])
+        try:
+            print(asyncio.run(migrate(config.database.url, args.to)))
+        except StoreError as error:
+            print(f"dungeon-master: {error}", file=sys.stderr)
+            return 2
         return 0
 
     if args.command == "play":
