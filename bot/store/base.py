@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -88,6 +89,7 @@ class CallRecord:
     model: str
     usage: Usage
     cost_usd: float | None
+    estimated: bool = False  # the provider reported no usage: charged from the bot's own estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class UsageTotals:
     cost_usd: float  # sum of the known costs
     cost_complete: bool  # False when some call had no known price
     calls: int
+    estimated_tokens: int = 0  # of usage.total, what was charged from the bot's estimate (no usage reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +175,20 @@ class Store(Protocol):
         it, and every LLM call is added to the usage ledger. Returns the DM turn id."""
 
     async def fail_turn(
-        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False
+        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
+        rolls: Sequence[RollRecord] = (),
     ) -> None:
         """In one transaction: the player's turn is marked failed (or interrupted: the turn was cancelled) —
-        kept, never sent to the model again — and whatever usage was reported is charged."""
+        kept, never sent to the model again — the DM rolls already shown are kept with it (as made, but not
+        turns the model sees), whatever usage was reported is charged, and held rolls are released."""
 
-    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord) -> None:
-        """Keep a player's roll; inside a session it also becomes a turn the DM sees next time."""
+    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *, held: bool = False) -> None:
+        """Keep a player's roll; inside a session it also becomes a turn the DM sees next time. ``held``: a DM
+        turn is running, so the roll waits (a pending roll turn) and enters the story after that turn's answer
+        (complete_turn / fail_turn / release_held_rolls)."""
+
+    async def release_held_rolls(self, session_id: int) -> None:
+        """Move the session's held rolls after everything stored so far, as complete turns."""
 
     async def count_turns(self, session_id: int) -> int:
         """How many complete turns the session has (what the history window is cut from)."""

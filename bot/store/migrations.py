@@ -121,6 +121,9 @@ MIGRATIONS: list[Migration] = [
         """,
         "CREATE INDEX token_reservations_session ON token_reservations (session_id)",
     ),
+    # 4 (issue 9, the lead's interface: estimated usage): 1 = the provider reported no usage for this call, it was
+    # charged from the bot's own estimate
+    ("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",),
 ]
 
 _PG_TYPES = [

@@ -131,3 +131,56 @@ async def test_meta(opened):
     await store.set_meta("commands", "def")
     assert await store.get_meta("commands") == "def"
     await store.close()
+
+
+# -- issue 9's store interface (estimated usage, rolls of failed turns, held rolls), on both backends ----------
+
+PLAYER_ROLL = RollRecord(ARIA, "1d20", 15, "1d20 (15) = `15`", "Perception", "Aria rolled 1d20 for Perception: 15")
+DM_ROLL = RollRecord(Player("dm", "The DM"), "1d8", 6, "1d8 (6) = `6`", "bite", "The DM rolled 1d8: 6", True)
+
+
+async def test_a_roll_made_while_the_dm_answers_enters_the_story_after_the_answer(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    turn = await store.begin_turn(session.id, ARIA, "I listen at the door")
+    await store.add_roll(HALL, session.id, PLAYER_ROLL, held=True)  # the DM is still answering
+    assert [t.role for t in await store.turns(session.id)] == []  # not in the story yet
+    await store.complete_turn(session.id, turn, "You hear breathing.", [CALL], [DM_ROLL])
+    turns = await store.turns(session.id)
+    assert [(t.role, t.content) for t in turns] == [
+        ("player", "I listen at the door"), ("roll", DM_ROLL.summary), ("dm", "You hear breathing."),
+        ("roll", PLAYER_ROLL.summary)]
+    assert [t.seq for t in turns] == sorted(t.seq for t in turns)
+
+
+async def test_a_failed_turn_keeps_its_dm_rolls_and_releases_held_rolls(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    turn = await store.begin_turn(session.id, ARIA, "I attack")
+    await store.add_roll(HALL, session.id, PLAYER_ROLL, held=True)
+    await store.fail_turn(session.id, turn, [CALL], rolls=[DM_ROLL])
+    assert await store.count_rows("rolls") == 2  # the DM's roll was shown: it counts as made
+    assert [(t.role, t.status) for t in await store.all_turns(session.id)] == [
+        ("player", "failed"), ("roll", "complete")]
+    assert [t.content for t in await store.turns(session.id)] == [PLAYER_ROLL.summary]
+
+
+async def test_on_open_held_rolls_are_kept_and_cut_actions_interrupted(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    await store.begin_turn(session.id, ARIA, "I run")
+    await store.add_roll(HALL, session.id, PLAYER_ROLL, held=True)
+    await store.close()  # the process stops mid-turn
+    store = await opened()
+    assert [(t.role, t.status) for t in await store.all_turns(session.id)] == [
+        ("player", "interrupted"), ("roll", "complete")]
+
+
+async def test_estimated_usage_is_marked_and_totalled(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    turn = await store.begin_turn(session.id, ARIA, "x")
+    guessed = CallRecord("openai", "llama3.1", Usage(400, 50), None, estimated=True)
+    await store.complete_turn(session.id, turn, "y", [CALL, guessed], [])
+    totals = await store.usage_totals(session.id)
+    assert totals.usage.total == CALL.usage.total + 450 and totals.estimated_tokens == 450 and totals.calls == 2
