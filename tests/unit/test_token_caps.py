@@ -137,3 +137,21 @@ async def test_two_concurrent_actions_against_a_nearly_spent_server_month(opened
     assert still_held == 0 and used == 3 * 1_200
     now[0] = utc(2027, 1, 1, 0, 0, 1)  # a new month
     assert isinstance((await run(b.act(CRYPT, BRAM, "go")))[-1], Done)
+
+
+async def test_holds_and_settlements_racing_on_shared_counters_never_deadlock(opened):
+    stores = [await opened(), await opened()]
+    sessions = [await stores[0].start_session(Channel("g1", f"c{i}"), Player(f"u{i % 2}", "P"), "p")
+                for i in range(8)]
+    caps = [TokenCap("player_day", 0, "player:u1:2026-12-31", utc(2027, 1, 1)),
+            TokenCap("server_month", 0, "guild:g1:2026-12", utc(2027, 1, 1))]
+
+    async def channel(i, session):
+        store = stores[i % 2]
+        for _ in range(10):
+            held = await store.reserve_tokens(session.id, 500, [TokenCap("adventure", 10**9), *caps], now=NOW)
+            await store.settle_reservation(held, 100)
+
+    await asyncio.wait_for(asyncio.gather(*(channel(i, s) for i, s in enumerate(sessions))), 30)
+    assert await stores[1].counter_used("guild:g1:2026-12") == (8_000, 0)
+    assert await stores[1].counter_used("player:u1:2026-12-31") == (8_000, 0)
