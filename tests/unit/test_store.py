@@ -184,3 +184,19 @@ async def test_estimated_usage_is_marked_and_totalled(opened):
     await store.complete_turn(session.id, turn, "y", [CALL, guessed], [])
     totals = await store.usage_totals(session.id)
     assert totals.usage.total == CALL.usage.total + 450 and totals.estimated_tokens == 450 and totals.calls == 2
+
+
+async def test_postgresql_leaves_pending_turns_alone_while_another_process_runs(database_url, opened):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several processes over one database: PostgreSQL only (SQLite is one process per file)")
+    first = await opened()  # a running bot process, answering a turn
+    session = await first.start_session(HALL, ARIA, "p")
+    await first.begin_turn(session.id, ARIA, "I am being answered")
+    second = await opened()  # another shard starts meanwhile
+    assert second.interrupted_on_open == 0
+    assert [t.status for t in await second.all_turns(session.id)] == ["pending"]
+    await first.close()
+    await second.close()  # every process has stopped (or died): the next one to start is alone
+    third = await opened()
+    assert third.interrupted_on_open == 1
+    assert [t.status for t in await third.all_turns(session.id)] == ["interrupted"]
