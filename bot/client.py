@@ -49,6 +49,22 @@ def point_at(config: Config) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.discord.gateway_url)
 
 
+RESTARTING = "The bot is restarting. Try again in a minute."
+
+
+class RestartAwareTree(app_commands.CommandTree):
+    """While the bot stops, a command gets a short private note instead of meeting a closed store or session."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        if not getattr(self.client, "stopping", False):
+            return True
+        try:
+            await interaction.response.send_message(RESTARTING, ephemeral=True)
+        except discord.HTTPException as error:
+            log.info("could not tell a user that the bot is restarting: %s", error)
+        return False
+
+
 class DungeonMasterBot(commands.Bot):
     """Slash commands only: no privileged intents, and model text can never ping anyone."""
 
@@ -59,6 +75,7 @@ class DungeonMasterBot(commands.Bot):
             intents=INTENTS,
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
+            tree_cls=RestartAwareTree,
             **options,
         )
         self.config = config
@@ -69,6 +86,7 @@ class DungeonMasterBot(commands.Bot):
         self.store: SQLStore | None = None
         self.dm: DMService | None = None
         self.turns_in_flight: set[asyncio.Task[object]] = set()  # DM turns being shown (bot/discord_turn.py)
+        self.stopping = False
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
@@ -93,7 +111,10 @@ class DungeonMasterBot(commands.Bot):
                  ", ".join(f"/{c.name}" for c in self.tree.get_commands()))
 
     async def close(self) -> None:
+        self.stopping = True  # commands from now on get "restarting" (RestartAwareTree)
         await self.stop_turns()
+        if self.dm is not None:
+            await self.dm.aclose()  # the cut turns' writes finish while the store is open
         # discord.py leaves its "ready" timer running on close; stopped within its 2 s it would fire on a closed
         # client and print a traceback.
         ready_timer = getattr(self._connection, "_ready_task", None)
@@ -149,10 +170,16 @@ class DungeonMasterBot(commands.Bot):
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
         """The last resort: a short private message, never a traceback, never a stuck "thinking…"."""
-        log.error("command /%s failed", interaction.command.name if interaction.command else "?",
-                  exc_info=error)
         from bot.discord_turn import refuse
 
+        if self.stopping:  # the store or the HTTP session closed under the command: that is the whole story
+            if not isinstance(error, app_commands.CheckFailure):  # the tree's check has answered already
+                log.info("command /%s stopped by the shutdown: %s",
+                         interaction.command.name if interaction.command else "?", error)
+                await refuse(interaction, RESTARTING)
+            return
+        log.error("command /%s failed", interaction.command.name if interaction.command else "?",
+                  exc_info=error)
         await refuse(interaction, "Something went wrong on our side; it has been logged. Try again.")
 
 

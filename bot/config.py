@@ -71,6 +71,8 @@ class LimitsConfig:
     tokens_per_session: int = field(default=100_000, metadata=_rule(min=1000))
     backend: str = field(default="memory://", metadata=_rule(doc="limits-backend"))
     max_queued_turns: int = field(default=5, metadata=_rule(min=1, max=100))
+    # one player's /roll per channel per minute, so dice cannot flood a channel
+    rolls_per_minute: int = field(default=30, metadata=_rule(min=1, max=10000))
     # 0 = no cap; per-server values can override them (admin settings)
     monthly_tokens_per_server: int = field(default=0, metadata=_rule(min=0))
     daily_tokens_per_player: int = field(default=0, metadata=_rule(min=0))
@@ -325,6 +327,10 @@ def load_config(
                           f"{', '.join(f'[{s}]' for s in [*SECTIONS, 'prices'])}")
     if sections["retry"].max_backoff_seconds < sections["retry"].initial_backoff_seconds:
         raise ConfigError(f"{file}: [retry] max_backoff_seconds must be at least initial_backoff_seconds")
+    llm = sections["llm"]
+    if llm.provider == "anthropic" and llm.temperature is not None and llm.temperature > 1:
+        raise ConfigError(f"{file}: [llm] temperature = {_fmt(llm.temperature)} is out of range for Anthropic, "
+                          "which accepts 0 to 1 (OpenAI accepts 0 to 2)")
     if sections["discord"].sync_commands == "guild" and sections["discord"].dev_guild_id is None:
         raise ConfigError(f'{file}: [discord] sync_commands = "guild" needs dev_guild_id (the server to register to)')
     return Config(

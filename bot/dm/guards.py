@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class ChannelRateLimiter:
-    """``requests_per_minute`` LLM turns per channel, over a moving window.
+    """``per_minute`` hits per key (a channel's LLM turns; a player's rolls in a channel), over a moving window.
 
     On Redis (``redis://…``, when several bot processes must share the counts) the ``limits`` library keeps the
     windows. In one process (``memory://``) they are kept here (``_LocalWindows``): limits' async memory storage
@@ -36,8 +36,9 @@ class ChannelRateLimiter:
     hundred active channels that pass never stops and costs more CPU than the turns themselves (bench/).
     """
 
-    def __init__(self, per_minute: int, backend: str = "memory://") -> None:
+    def __init__(self, per_minute: int, backend: str = "memory://", namespace: str = "dm-turn") -> None:
         self.item = RateLimitItemPerMinute(per_minute)
+        self.namespace = namespace
         self.local: _LocalWindows | None = None
         self.limiter: MovingWindowRateLimiter | None = None
         if backend.startswith(("redis://", "rediss://")):
@@ -47,14 +48,14 @@ class ChannelRateLimiter:
         else:
             self.local = _LocalWindows(self.item.amount, self.item.get_expiry())
 
-    async def acquire(self, channel_id: str) -> float | None:
-        """Count one turn. Returns None if allowed, else how many seconds until a turn is allowed again."""
+    async def acquire(self, key: str) -> float | None:
+        """Count one hit. Returns None if allowed, else how many seconds until one is allowed again."""
         if self.local is not None:
-            return self.local.hit(channel_id)
+            return self.local.hit(key)
         assert self.limiter is not None
-        if await self.limiter.hit(self.item, "dm-turn", channel_id):
+        if await self.limiter.hit(self.item, self.namespace, key):
             return None
-        stats = await self.limiter.get_window_stats(self.item, "dm-turn", channel_id)
+        stats = await self.limiter.get_window_stats(self.item, self.namespace, key)
         return max(1.0, stats.reset_time - time.time())
 
 

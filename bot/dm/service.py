@@ -5,12 +5,18 @@ For every LLM turn, in this order:
   2. the channel must have an active session (or, for /start, must not);
   3. the channel's queue must have room (``max_queued_turns``) — a flood of actions is refused, not queued;
   4. the rate limit counts the turn (a refusal says when to try again);
-  5. the channel's lock is taken: turns in one channel run one after another, each seeing the ones before;
+  5. the channel's lock is taken: turns in one channel run one after another, each seeing the ones before
+     (``bot.dm.slots``; the count is exact across the awaits of 3–5);
   6. the token budget is checked with an estimate of this request (after the lock, so it sees the turn that
      just finished);
   7. the player's action is stored as pending, the model streams with retries (``RetryPolicy``) and tool
      rounds (the DM's own dice), and the outcome is stored in one transaction with the reported usage.
 Refusals in 1–6 make no LLM call. Each public turn method is an async generator of ``bot.dm.events``.
+
+What a player saw is kept: the outcome's write is retried, shielded from cancellation and waited for on close
+(``aclose``); if it still fails, the action, the shown rolls and every reported usage are kept as an
+interrupted turn and the players are told. A call whose usage the provider never reported is charged from the
+bot's own estimate (marked so in the ledger).
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
 from bot.config import Config
 from bot.dm import dice
@@ -28,6 +37,7 @@ from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, Text
 from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, estimate_tokens
 from bot.dm.history import build_messages, window_start
 from bot.dm.prompts import ROLL_DICE, system_prompt
+from bot.dm.slots import SlotRefused, TurnSlots
 from bot.llm.base import (
     Finish,
     LLMProvider,
@@ -38,6 +48,7 @@ from bot.llm.base import (
     ToolCall,
     ToolResult,
     Usage,
+    refused_parameter,
 )
 from bot.llm.pricing import Price, price_for
 from bot.store.base import CallRecord, Channel, Player, RollRecord, Session, SessionExists, Store, Turn, UsageTotals
@@ -47,6 +58,9 @@ log = logging.getLogger(__name__)
 MAX_TOOL_ROUNDS = 4  # LLM calls in one turn; a model that keeps calling tools is cut off here
 MIN_BUDGET, MAX_BUDGET = 1_000, 100_000_000  # what /budget accepts
 MAX_KEPT_TOTAL = 2**63 - 1  # every roll is stored, and stores keep 64-bit integers
+WRITE_ATTEMPTS = 4  # a store write that fails (locked past the busy timeout, disk full) is tried this often
+STOPPING = "The bot is restarting. Try again in a minute."
+T = TypeVar("T")
 
 
 def _keepable(result: dice.RollResult) -> dice.RollResult:
@@ -59,6 +73,10 @@ def _keepable(result: dice.RollResult) -> dice.RollResult:
 class _Refused(Exception):
     def __init__(self, failure: Failed) -> None:
         self.failure = failure
+
+
+class RollRefused(Exception):
+    """A player's /roll was not made (too many rolls, or the bot is stopping); the message is for the player."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +119,7 @@ class DMService:
         *,
         rate_limiter: ChannelRateLimiter | None = None,
         retry: RetryPolicy | None = None,
+        write_wait: Callable[[object], float] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -108,19 +127,25 @@ class DMService:
         self.rate_limiter = rate_limiter or ChannelRateLimiter(
             config.limits.requests_per_minute, config.limits.backend
         )
+        self.roll_limiter = ChannelRateLimiter(config.limits.rolls_per_minute, config.limits.backend, "player-roll")
         self.retry = retry or RetryPolicy(config.retry)
+        self.write_wait = write_wait or wait_exponential(multiplier=0.25, max=2)
         self.budget = TokenBudget.from_config(config.limits)
         self.system = system_prompt(config.dm, tools=config.dm.dm_rolls)
         self.tools = (ROLL_DICE,) if config.dm.dm_rolls else ()
         self.price: Price | None = price_for(config.llm.provider, config.llm.model, config.prices)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._queued: dict[str, int] = {}
+        self.slots = TurnSlots(config.limits.max_queued_turns)
+        self.closing = False  # aclose() began: new commands are refused, writes in flight are waited for
+        self._writes: set[asyncio.Task] = set()  # outcome writes that must finish even if their turn is cut
+        self._held: dict[str, int] = {}  # channel → session with a roll held for the running turn's end
+        self._no_temperature = False  # the model refused `temperature` once: never send it again
 
     # -- public faces' calls --------------------------------------------------------------------------------
 
     async def start(self, channel: Channel, starter: Player, premise: str) -> AsyncIterator[DMEvent]:
         """Open a session in the channel and stream the opening narration."""
         try:
+            self._check_open()
             premise = self._checked_text(premise, self.config.dm.max_premise_chars, "premise", allow_empty=True)
             existing = await self.store.active_session(channel.channel_id)
             if existing:
@@ -134,7 +159,7 @@ class DMService:
                     async for event in events:
                         if isinstance(event, Failed):
                             # No opening, no adventure: close it (it stays in the database) so /start can be retried.
-                            await self.store.end_session(session.id, starter)
+                            await self._durably(lambda: self.store.end_session(session.id, starter))
                             event = Failed(event.kind, f"{event.message} The adventure was not started; /start "
                                                        "again when you are ready.", event.retry_after)
                         yield event
@@ -144,6 +169,7 @@ class DMService:
     async def act(self, channel: Channel, player: Player, text: str) -> AsyncIterator[DMEvent]:
         """A player's action; streams the DM's answer."""
         try:
+            self._check_open()
             text = self._checked_text(text, self.config.dm.max_action_chars, "action")
             if not await self.store.active_session(channel.channel_id):
                 raise _Refused(self._no_session())
@@ -162,11 +188,28 @@ class DMService:
         self, channel: Channel, player: Player, notation: str, *, advantage: str | None = None,
         reason: str | None = None,
     ) -> PlayerRoll:
-        """A player's own roll. Raises ``dice.DiceError`` (a user-facing message) for bad notation."""
+        """A player's own roll. Raises ``dice.DiceError`` for bad notation and ``RollRefused`` past the player's
+        ``rolls_per_minute`` (both messages are for the player).
+
+        Made while a DM turn runs in the channel, the roll is kept at once but enters the story after that turn's
+        answer: the model reads it as the reply to what it asked, never before its own question."""
+        if self.closing:
+            raise RollRefused(STOPPING)
         result = _keepable(dice.roll(notation, advantage=advantage, reason=reason))
+        wait = await self._limited(self.roll_limiter, f"{channel.channel_id}:{player.id}")
+        if wait is not None:
+            per_minute = self.config.limits.rolls_per_minute
+            raise RollRefused(f"You are rolling fast: at most {per_minute} rolls a minute in this channel. "
+                              f"Roll again in {wait:.0f} s.")
         session = await self.store.active_session(channel.channel_id)
-        await self.store.add_roll(channel, session.id if session else None, self._roll_record(player, result))
-        return PlayerRoll(result, session is not None)
+        running = self.slots.running(channel.channel_id) if session else 0
+        if running:
+            self._held[channel.channel_id] = session.id  # set before the await: the turn's end releases it
+        in_session = await self.store.add_roll(channel, session.id if session else None,
+                                               self._roll_record(player, result), held=bool(running))
+        if running and self.slots.running(channel.channel_id) != running:
+            await self.store.release_held_rolls(session.id)  # the turn ended while the roll was being stored
+        return PlayerRoll(result, in_session)
 
     async def usage(self, channel: Channel) -> BudgetView | None:
         session = await self.store.active_session(channel.channel_id)
@@ -191,18 +234,32 @@ class DMService:
                       f"{max(0, tokens - used):,} left).")
 
     async def end(self, channel: Channel, by: Player, *, can_manage: bool) -> tuple[bool, str]:
-        """Close the channel's session. Only its starter, or someone who may manage the channel, may."""
+        """Close the channel's session. Only its starter, or someone who may manage the channel, may.
+
+        A turn streaming meanwhile is waited for (actions still queued are refused), so what /end reports is
+        final and nothing is stored into the closed adventure afterwards."""
+        if self.closing:
+            return False, STOPPING
         session = await self.store.active_session(channel.channel_id)
         if session is None:
             return False, "There is no adventure running in this channel."
         if by.id != session.started_by.id and not can_manage:
             return False, (f"Only {session.started_by.name}, who started this adventure, or someone with the "
                            "Manage Channels permission can end it.")
-        await self.store.end_session(session.id, by)
-        totals = await self.store.usage_totals(session.id)
-        turns = await self.store.count_turns(session.id)
+        async with self.slots.exclusive(channel.channel_id):
+            if await self.store.active_session(channel.channel_id) is None:
+                return False, "This adventure has just ended."
+            await self.store.end_session(session.id, by)
+            totals = await self.store.usage_totals(session.id)
+            turns = await self.store.count_turns(session.id)
         return True, (f"The adventure is over. {turns} turns were played, using {totals.usage.total:,} tokens. "
                       "Thanks for playing! /start opens a new one.")
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Refuse new commands and wait for outcome writes still in flight (call before the store closes)."""
+        self.closing = True
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=timeout)
 
     # -- guards ---------------------------------------------------------------------------------------------
 
@@ -226,28 +283,85 @@ class DMService:
         return Failed("session_active", f"An adventure is already running in this channel{who}. "
                                         "Play with /act, or close it with /end first.")
 
+    def _check_open(self) -> None:
+        if self.closing:
+            raise _Refused(Failed("stopping", STOPPING))
+
+    async def _limited(self, limiter: ChannelRateLimiter, key: str) -> float | None:
+        """The limiter's answer; if its storage fails (Redis down), the game goes on and the log says why."""
+        try:
+            return await limiter.acquire(key)
+        except Exception:  # noqa: BLE001 - bookkeeping must never reach a player
+            log.exception("rate limiter %s failed for %s; allowing the request", limiter.namespace, key)
+            return None
+
     @asynccontextmanager
     async def _turn_slot(self, channel_id: str) -> AsyncIterator[None]:
         """Queue room, rate limit, then the channel's lock (steps 3–5 of the module docstring)."""
-        queued = self._queued.get(channel_id, 0)
-        if queued >= self.config.limits.max_queued_turns:
-            raise _Refused(Failed("busy", f"The DM is still answering {queued} earlier actions in this channel. "
-                                          "Try again in a moment."))
-        wait = await self.rate_limiter.acquire(channel_id)
-        if wait is not None:
-            per_minute = self.config.limits.requests_per_minute
-            raise _Refused(Failed("rate_limited", f"This channel has reached its limit of {per_minute} DM turns "
-                                                  f"a minute. Try again in {wait:.0f} s.", retry_after=wait))
-        self._queued[channel_id] = queued + 1
-        lock = self._locks.setdefault(channel_id, asyncio.Lock())
+
+        async def admit() -> None:
+            wait = await self._limited(self.rate_limiter, channel_id)
+            if wait is not None:
+                per_minute = self.config.limits.requests_per_minute
+                raise _Refused(Failed("rate_limited", f"This channel has reached its limit of {per_minute} DM "
+                                                      f"turns a minute. Try again in {wait:.0f} s.",
+                                      retry_after=wait))
+
         try:
-            async with lock:
-                yield
-        finally:
-            self._queued[channel_id] -= 1
-            if not self._queued[channel_id]:  # idle channels keep no state in memory
-                del self._queued[channel_id]
-                self._locks.pop(channel_id, None)
+            async with self.slots.turn(channel_id, admit):
+                try:
+                    yield
+                finally:
+                    held = self._held.pop(channel_id, None)
+                    if held is not None:  # rolls made during the turn join the story after it
+                        await self._shielded(self._durably(lambda: self.store.release_held_rolls(held)))
+        except SlotRefused as refused:
+            raise _Refused(Failed(refused.kind, refused.message)) from None
+
+    # -- durable writes -------------------------------------------------------------------------------------
+
+    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A store write, tried again while it fails (each write is one transaction: a failed one left nothing)."""
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(WRITE_ATTEMPTS), wait=self.write_wait,
+                                           reraise=True):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    log.warning("retrying a store write (attempt %d)", attempt.retry_state.attempt_number)
+                return await write()
+        raise AssertionError("unreachable")
+
+    def _background(self, write: Awaitable[T]) -> asyncio.Future[T]:
+        """Run ``write`` to its end whatever happens to its caller; ``aclose`` waits for it."""
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return task
+
+    def _shielded(self, write: Awaitable[T]) -> Awaitable[T]:
+        """Wait for ``write``; if the waiting turn is cancelled, the write still runs to its end."""
+        return asyncio.shield(self._background(write))
+
+    async def _keep_failed(self, session: Session, player_turn: int | None, calls: list[CallRecord],
+                           rolls: list[RollRecord], *, interrupted: bool = False) -> None:
+        """A turn without an answer: keep the action, the shown rolls and every reported usage."""
+        try:
+            await self._durably(lambda: self.store.fail_turn(session.id, player_turn, calls,
+                                                             interrupted=interrupted, rolls=rolls))
+        except Exception:  # noqa: BLE001 - the player's message must still arrive; the numbers go to the log
+            log.exception("could not store a failed turn in channel %s; its usage was %s",
+                          session.channel_id, [c.usage for c in calls])
+
+    async def _save(self, session: Session, player_turn: int | None, text: str, calls: list[CallRecord],
+                    rolls: list[RollRecord]) -> bool:
+        """Store the finished turn; if that keeps failing, keep it as interrupted. True when stored whole."""
+        try:
+            await self._durably(lambda: self.store.complete_turn(session.id, player_turn, text, calls, rolls))
+            return True
+        except Exception:  # noqa: BLE001
+            log.exception("could not store the DM's answer in channel %s; keeping the turn as interrupted",
+                          session.channel_id)
+        await self._keep_failed(session, player_turn, calls, rolls, interrupted=True)
+        return False
 
     # -- the turn -------------------------------------------------------------------------------------------
 
@@ -260,7 +374,7 @@ class DMService:
             system=self.system,
             messages=tuple(build_messages(session, turns, omitted=start > 0)),
             max_tokens=self.config.llm.max_output_tokens,
-            temperature=self.config.llm.temperature,
+            temperature=None if self._no_temperature else self.config.llm.temperature,
             tools=self.tools,
         )
 
@@ -278,11 +392,19 @@ class DMService:
                 async for event in events:
                     yield event
         finally:
-            await asyncio.shield(self.budget.settle(self.store, hold, calls))
+            await self._shielded(self.budget.settle(self.store, hold, calls))  # aclose waits for it too
 
     async def _reserved_turn(self, session: Session, player: Player | None, extra: list[Turn], request: LLMRequest,
                              calls: list[CallRecord]) -> AsyncIterator[DMEvent]:
-        player_turn = await self.store.begin_turn(session.id, player, extra[0].content) if player else None
+        player_turn = None
+        if player:
+            try:
+                player_turn = await self._durably(lambda: self.store.begin_turn(session.id, player, extra[0].content))
+            except Exception:  # noqa: BLE001 - nothing was shown or spent: the player can simply send it again
+                log.exception("could not store an action in channel %s", session.channel_id)
+                yield Failed("internal", "Your action could not be saved, so the DM did not answer. Send it again "
+                                         "in a moment.")
+                return
         rolls: list[RollRecord] = []
         narration: list[str] = []
         try:
@@ -301,40 +423,73 @@ class DMService:
                         rolls.append(made[0])
                         yield RollMade(made[1], made[0].roller.name)
                     tool_results.append(answer)
-                request = LLMRequest(
-                    request.system,
-                    (*request.messages, Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
-                     Message("user", tool_results=tuple(tool_results))),
-                    request.max_tokens, request.temperature, request.tools,
-                )
+                request = replace(request, temperature=None if self._no_temperature else request.temperature,
+                                  messages=(*request.messages,
+                                            Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
+                                            Message("user", tool_results=tuple(tool_results))))
         except ProviderError as error:
-            await self.store.fail_turn(session.id, player_turn, calls)
+            log.warning("LLM call failed in channel %s (%s at %s): %s; the server said: %s", session.channel_id,
+                        self.provider.name, getattr(self.provider, "endpoint", "?"), error.message, error.detail)
+            await self._shielded(self._keep_failed(session, player_turn, calls, rolls))
             yield self._provider_failure(error)
             return
         except Exception:
             log.exception("DM turn failed in channel %s", session.channel_id)
-            await self.store.fail_turn(session.id, player_turn, calls)
+            await self._shielded(self._keep_failed(session, player_turn, calls, rolls))
             yield Failed("internal", "Something went wrong on our side; it has been logged. Try again.")
             return
         except (asyncio.CancelledError, GeneratorExit):
-            # The face went away mid-turn (shutdown, or it stopped listening): keep the action, charge what was
-            # reported, and never store half an answer. Shielded: this write must not be cancelled in turn.
-            await asyncio.shield(self.store.fail_turn(session.id, player_turn, calls, interrupted=True))
+            # The face went away mid-turn (shutdown, or it stopped listening): keep the action and the shown
+            # rolls, charge what was reported, and never store half an answer. Shielded: this write must not be
+            # cancelled in turn (aclose waits for it).
+            self._background(self._keep_failed(session, player_turn, calls, rolls, interrupted=True))
             raise
-        await self.store.complete_turn(session.id, player_turn, "".join(narration).strip(), calls, rolls)
+        text = "".join(narration).strip()
+        if not text and not rolls:  # nothing to read and nothing rolled: not a turn of the story
+            await self._shielded(self._keep_failed(session, player_turn, calls, rolls))
+            yield Failed("empty", "The DM had nothing to say (the model sent an empty answer). Try again.")
+            return
+        saved = await self._shielded(self._save(session, player_turn, text, calls, rolls))  # a stop cannot cut it
+        if not saved:
+            yield Failed("unsaved", "This answer could not be saved, so the DM will not remember it; your action "
+                                    "is kept. Try again in a moment.")
+            return
         yield Done(result.finish)
 
     async def _call(self, request: LLMRequest, result: _Round, calls: list[CallRecord]) -> AsyncIterator[DMEvent]:
-        """One LLM call with retries. Every attempt's reported usage is charged, failed attempts included."""
+        """One LLM call with retries. A model that refuses ``temperature`` is asked again without it, once."""
+        try:
+            async with aclosing(self._attempts(request, result, calls)) as events:
+                async for event in events:
+                    yield event
+        except ProviderError as error:
+            if request.temperature is None or not refused_parameter(error, "temperature"):
+                raise
+            log.warning("%s refuses the temperature parameter; calling it without one from now on (%s)",
+                        self.provider.model, error.detail)
+            self._no_temperature = True
+            if result.text:
+                yield Reset()
+            async with aclosing(self._attempts(replace(request, temperature=None), result, calls)) as events:
+                async for event in events:
+                    yield event
+
+    async def _attempts(self, request: LLMRequest, result: _Round, calls: list[CallRecord]) -> AsyncIterator[DMEvent]:
+        """The call's attempts. Every attempt's usage is charged, failed attempts included; an attempt that
+        streamed but whose usage never came (servers without usage chunks, a stream cut before its last chunk)
+        is charged from the bot's own estimate, marked as estimated."""
         async for attempt in self.retry.retrying():
             with attempt:
                 if result.text:
                     yield Reset()  # the attempt before showed text; the new one starts over
                 result.text, result.tool_calls, result.finish = "", [], "other"
                 usage: Usage | None = None
+                received = False
+                record: CallRecord | None = None
                 try:
                     async with aclosing(self.provider.stream(request)) as items:  # closed even if we stop early
                         async for item in items:
+                            received = True
                             if isinstance(item, TextChunk):
                                 result.text += item.text
                                 yield TextDelta(item.text)
@@ -351,9 +506,18 @@ class DMService:
                     raise
                 finally:
                     if usage is not None:
-                        calls.append(self._call_record(usage))
-                if usage is not None:
-                    yield UsageReport(usage, calls[-1].cost_usd or 0.0)
+                        record = self._call_record(usage)
+                    elif received:
+                        record = self._call_record(self._estimated_usage(request, result), estimated=True)
+                    if record is not None:
+                        calls.append(record)
+                if record is not None:
+                    yield UsageReport(record.usage, record.cost_usd or 0.0)
+
+    @staticmethod
+    def _estimated_usage(request: LLMRequest, result: _Round) -> Usage:
+        produced = len(result.text) + sum(len(c.name) + len(str(c.arguments)) for c in result.tool_calls)
+        return Usage(input_tokens=estimate_tokens(request), output_tokens=produced // 4 + 1)
 
     def _dm_roll(self, call: ToolCall) -> tuple[tuple[RollRecord, dice.RollResult] | None, ToolResult]:
         if call.name != ROLL_DICE.name:
@@ -374,9 +538,9 @@ class DMService:
         return RollRecord(roller, result.expression, result.total, result.detail, result.reason,
                           result.summary(roller.name), by_dm)
 
-    def _call_record(self, usage: Usage) -> CallRecord:
+    def _call_record(self, usage: Usage, *, estimated: bool = False) -> CallRecord:
         cost = self.price.cost(usage) if self.price else None
-        return CallRecord(self.provider.name, self.provider.model, usage, cost)
+        return CallRecord(self.provider.name, self.provider.model, usage, cost, estimated)
 
     def _provider_failure(self, error: ProviderError) -> Failed:
         if self.retry.asks_too_long(error):

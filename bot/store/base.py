@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from collections.abc import Sequence
 from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -89,7 +88,7 @@ class CallRecord:
     model: str
     usage: Usage
     cost_usd: float | None
-    estimated: bool = False  # the provider reported no usage: charged from the bot's own estimate
+    estimated: bool = False  # the provider reported no usage: the bot's own estimate was charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +110,7 @@ class UsageTotals:
     cost_usd: float  # sum of the known costs
     cost_complete: bool  # False when some call had no known price
     calls: int
-    estimated_tokens: int = 0  # of usage.total, what was charged from the bot's estimate (no usage reported)
+    estimated_tokens: int = 0  # part of ``usage`` charged from the bot's own estimate (no usage reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,19 +175,22 @@ class Store(Protocol):
 
     async def fail_turn(
         self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
-        rolls: Sequence[RollRecord] = (),
+        rolls: list[RollRecord] = (),
     ) -> None:
         """In one transaction: the player's turn is marked failed (or interrupted: the turn was cancelled) —
-        kept, never sent to the model again — the DM rolls already shown are kept with it (as made, but not
-        turns the model sees), whatever usage was reported is charged, and held rolls are released."""
+        kept, never sent to the model again — whatever usage was reported is charged, and the DM rolls that
+        were already shown are kept (with the turn's status: made, but not part of the story)."""
 
-    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *, held: bool = False) -> None:
-        """Keep a player's roll; inside a session it also becomes a turn the DM sees next time. ``held``: a DM
-        turn is running, so the roll waits (a pending roll turn) and enters the story after that turn's answer
-        (complete_turn / fail_turn / release_held_rolls)."""
+    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *,
+                       held: bool = False) -> bool:
+        """Keep a player's roll; inside an active session it also becomes a turn the DM sees next time.
+
+        ``held``: a DM turn is running, so the roll enters the story after that turn's answer — it is kept at
+        once, as a pending roll turn, and ``release_held_rolls`` (or the turn's own complete/fail) moves it
+        after the answer. Returns whether the roll joined the session (False once the session has ended)."""
 
     async def release_held_rolls(self, session_id: int) -> None:
-        """Move the session's held rolls after everything stored so far, as complete turns."""
+        """Held rolls join the story now, after everything stored so far, in the order they were made."""
 
     async def count_turns(self, session_id: int) -> int:
         """How many complete turns the session has (what the history window is cut from)."""

@@ -100,7 +100,9 @@ MIGRATIONS: list[Migration] = [
     ),
     # 2: an admin may give one session its own token budget (NULL: the configured tokens_per_session)
     ("ALTER TABLE sessions ADD COLUMN token_limit INTEGER",),
-    # 3 (scale-out budgets): tokens held for calls in flight, and per-player-day / per-server-month counters,
+    # 3: calls whose usage the provider did not report are charged from the bot's estimate, and marked so
+    ("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",),
+    # 4 (scale-out budgets): tokens held for calls in flight, and per-player-day / per-server-month counters,
     # so that several processes check and charge one budget atomically (bot/store/tokens.py)
     (
         """
@@ -121,9 +123,6 @@ MIGRATIONS: list[Migration] = [
         """,
         "CREATE INDEX token_reservations_session ON token_reservations (session_id)",
     ),
-    # 4 (issue 9, the lead's interface: estimated usage): 1 = the provider reported no usage for this call, it was
-    # charged from the bot's own estimate
-    ("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",),
 ]
 
 _PG_TYPES = [

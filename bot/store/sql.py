@@ -238,9 +238,7 @@ class SQLStore(TokenLedger):
             await self._lock_session(tx, session_id)
             if player_turn_id is not None:
                 await tx.execute("UPDATE turns SET status = 'complete' WHERE id = ?", player_turn_id)
-            for roll in rolls:
-                turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary, "complete")
-                await self._insert_roll(tx, None, session_id, turn_id, roll)
+            await self._insert_rolls(tx, session_id, rolls, "complete")
             dm_turn_id = await self._insert_turn(tx, session_id, "dm", None, dm_text, "complete")
             await self._insert_calls(tx, session_id, dm_turn_id, calls)
             await self._release_held_rolls(tx, session_id)
@@ -248,26 +246,36 @@ class SQLStore(TokenLedger):
 
     async def fail_turn(
         self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
-        rolls: Sequence[RollRecord] = (),
+        rolls: list[RollRecord] = (),
     ) -> None:
         status = "interrupted" if interrupted else "failed"
         async with self._write() as tx:
             await self._lock_session(tx, session_id)
             if player_turn_id is not None:
                 await tx.execute("UPDATE turns SET status = ? WHERE id = ?", status, player_turn_id)
-            for roll in rolls:  # shown in public, so kept and counted as made; the failed turn is their turn
-                await self._insert_roll(tx, None, session_id, player_turn_id, roll)
+            await self._insert_rolls(tx, session_id, rolls, status)  # shown, so kept: made, not in the story
             await self._insert_calls(tx, session_id, player_turn_id, calls)
             await self._release_held_rolls(tx, session_id)
 
-    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *, held: bool = False) -> None:
+    async def _insert_rolls(self, tx: Tx, session_id: int, rolls: Sequence[RollRecord], status: str) -> None:
+        for roll in rolls:
+            turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary, status)
+            await self._insert_roll(tx, None, session_id, turn_id, roll)
+
+    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *,
+                       held: bool = False) -> bool:
         async with self._write() as tx:
             turn_id = None
             if session_id is not None:
                 await self._lock_session(tx, session_id)
-                turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary,
-                                                  "pending" if held else "complete")
+                # Only into an adventure still running: a roll racing /end is kept, outside the story.
+                if await tx.rows("SELECT 1 FROM sessions WHERE id = ? AND status = 'active'", session_id):
+                    turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary,
+                                                      "pending" if held else "complete")
+                else:
+                    session_id = None
             await self._insert_roll(tx, channel, session_id, turn_id, roll)
+        return turn_id is not None
 
     async def release_held_rolls(self, session_id: int) -> None:
         async with self._write() as tx:

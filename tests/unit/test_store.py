@@ -161,8 +161,16 @@ async def test_a_failed_turn_keeps_its_dm_rolls_and_releases_held_rolls(opened):
     await store.fail_turn(session.id, turn, [CALL], rolls=[DM_ROLL])
     assert await store.count_rows("rolls") == 2  # the DM's roll was shown: it counts as made
     assert [(t.role, t.status) for t in await store.all_turns(session.id)] == [
-        ("player", "failed"), ("roll", "complete")]
+        ("player", "failed"), ("roll", "failed"), ("roll", "complete")]  # the DM's roll: made, not in the story
     assert [t.content for t in await store.turns(session.id)] == [PLAYER_ROLL.summary]
+
+
+async def test_a_roll_racing_the_end_of_an_adventure_is_kept_outside_the_story(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    await store.end_session(session.id, ARIA)
+    assert await store.add_roll(HALL, session.id, PLAYER_ROLL) is False
+    assert await store.count_rows("rolls") == 1 and await store.all_turns(session.id) == []
 
 
 async def test_on_open_held_rolls_are_kept_and_cut_actions_interrupted(opened):
