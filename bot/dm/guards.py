@@ -103,6 +103,16 @@ class CapLimits:
     monthly_per_server: int = 0
 
 
+@dataclass(slots=True)
+class TurnHold:
+    """One turn's tokens held in the store, against the caps worked out when it began (a turn that runs past
+    midnight stays on its first day), grown before each further tool round, settled when the turn ends."""
+
+    session_id: int
+    caps: list[TokenCap]
+    reservation: Reservation
+
+
 def day_and_month(now: float) -> tuple[str, float, str, float]:
     """The UTC day and month of ``now`` as counter periods, each with the UNIX time it ends."""
     moment = datetime.fromtimestamp(now, timezone.utc)
@@ -164,21 +174,39 @@ class TokenBudget:
                                  month_ends))
         return caps
 
-    async def reserve(self, store: Store, session: Session, player: Player | None,
-                      tokens: int) -> Reservation | str:
+    async def reserve(self, store: Store, session: Session, player: Player | None, tokens: int) -> TurnHold | str:
         """Hold ``tokens`` for a turn; the refusal message instead when a cap would be passed."""
         now = self.clock()
-        held = await store.reserve_tokens(session.id, tokens, await self.caps(session, player, now), now=now)
-        return self.cap_refusal(held) if isinstance(held, CapReached) else held
+        caps = await self.caps(session, player, now)
+        held = await store.reserve_tokens(session.id, tokens, caps, now=now)
+        return self.cap_refusal(held) if isinstance(held, CapReached) else TurnHold(session.id, caps, held)
+
+    async def extend(self, store: Store, hold: TurnHold, calls: Sequence[CallRecord], next_call: int) -> bool:
+        """Before a further tool round: grow the hold to what the turn has used plus the next call's estimate.
+        False when a cap has no room for it (the turn then ends with what it has), or the store fails."""
+        extra = sum(call.usage.total for call in calls) + next_call - hold.reservation.tokens
+        if extra <= 0:
+            return True
+        try:
+            grown = await store.reserve_tokens(hold.session_id, extra, hold.caps, now=self.clock(),
+                                               adding_to=hold.reservation)
+        except Exception:
+            log.exception("could not grow token reservation %s", hold.reservation.id)
+            return False
+        if isinstance(grown, CapReached):
+            log.info("no tokens left for another tool round in session %s (%s)", hold.session_id, grown.cap.name)
+            return False
+        hold.reservation = grown
+        return True
 
     @staticmethod
-    async def settle(store: Store, reservation: Reservation, calls: Sequence[CallRecord]) -> None:
+    async def settle(store: Store, hold: TurnHold, calls: Sequence[CallRecord]) -> None:
         """Charge what the provider reported instead of the hold. Never raises: a hold that cannot be settled now
         is taken as spent in full once stale (bot/store/tokens.py), which errs on the side of the budget."""
         try:
-            await store.settle_reservation(reservation, sum(call.usage.total for call in calls))
+            await store.settle_reservation(hold.reservation, sum(call.usage.total for call in calls))
         except Exception:
-            log.exception("could not settle token reservation %s", reservation.id)
+            log.exception("could not settle token reservation %s", hold.reservation.id)
 
     @classmethod
     def cap_refusal(cls, reached: CapReached) -> str:

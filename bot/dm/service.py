@@ -34,7 +34,7 @@ from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 from bot.config import Config
 from bot.dm import dice
 from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta, UsageReport
-from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, estimate_tokens
+from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, TurnHold, estimate_tokens
 from bot.dm.history import build_messages, window_start
 from bot.dm.prompts import ROLL_DICE, system_prompt
 from bot.dm.slots import SlotRefused, TurnSlots
@@ -388,14 +388,14 @@ class DMService:
             return
         calls: list[CallRecord] = []
         try:
-            async with aclosing(self._reserved_turn(session, player, extra, request, calls)) as events:
+            async with aclosing(self._reserved_turn(session, player, extra, request, calls, hold)) as events:
                 async for event in events:
                     yield event
         finally:
             await self._shielded(self.budget.settle(self.store, hold, calls))  # aclose waits for it too
 
     async def _reserved_turn(self, session: Session, player: Player | None, extra: list[Turn], request: LLMRequest,
-                             calls: list[CallRecord]) -> AsyncIterator[DMEvent]:
+                             calls: list[CallRecord], hold: TurnHold) -> AsyncIterator[DMEvent]:
         player_turn = None
         if player:
             try:
@@ -427,6 +427,8 @@ class DMService:
                                   messages=(*request.messages,
                                             Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
                                             Message("user", tool_results=tuple(tool_results))))
+                if not await self.budget.extend(self.store, hold, calls, estimate_tokens(request) + request.max_tokens):
+                    break  # no room in a budget for another round: the turn ends with what was said and rolled
         except ProviderError as error:
             log.warning("LLM call failed in channel %s (%s at %s): %s; the server said: %s", session.channel_id,
                         self.provider.name, getattr(self.provider, "endpoint", "?"), error.message, error.detail)

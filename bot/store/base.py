@@ -201,10 +201,10 @@ class Store(Protocol):
     async def usage_totals(self, session_id: int) -> UsageTotals: ...
 
     async def reserve_tokens(
-        self, session_id: int, tokens: int, caps: list[TokenCap], *, now: float
+        self, session_id: int, tokens: int, caps: list[TokenCap], *, now: float, adding_to: Reservation | None = None
     ) -> Reservation | CapReached:
         """Atomically, across processes: check every cap (charged + held + ``tokens``) and hold ``tokens`` against
-        all of them, or hold nothing and say which cap is reached."""
+        all of them, or hold nothing and say which cap is reached. ``adding_to`` grows an existing hold."""
 
     async def settle_reservation(self, reservation: Reservation, used_tokens: int) -> None:
         """Release the hold and charge the counters ``used_tokens`` (what the provider reported)."""

@@ -33,12 +33,17 @@ class TokenLedger:
     skip_locked: str = ""
 
     async def reserve_tokens(
-        self, session_id: int, tokens: int, caps: list[TokenCap], *, now: float
+        self, session_id: int, tokens: int, caps: list[TokenCap], *, now: float, adding_to: Reservation | None = None
     ) -> Reservation | CapReached:
+        """Hold ``tokens`` more against ``caps``; ``adding_to``: grow that hold (a turn's next tool round)
+        instead of making a new one. Returns the (grown) hold, or the first cap that has no room."""
         counters = sorted({cap.counter for cap in caps if cap.counter})
         async with self._write() as tx:  # type: ignore[attr-defined]
             await self._lock_session(tx, session_id)  # type: ignore[attr-defined]
             await self._expire_stale(tx, now)
+            if adding_to is not None and not await tx.rows(
+                    f"SELECT id FROM token_reservations WHERE id = ?{self.for_update}", adding_to.id):
+                adding_to = None  # it went stale meanwhile (and was charged): hold anew
             used: dict[str | None, int] = {}
             for key in counters:
                 # one statement creates the counter if new and, on PostgreSQL, locks its row (DO UPDATE does)
@@ -55,6 +60,10 @@ class TokenLedger:
             for cap in caps:
                 if cap.limit and used[cap.counter] + tokens > cap.limit:
                     return CapReached(cap, used[cap.counter], tokens)
+            if adding_to is not None:
+                await tx.execute("UPDATE token_reservations SET tokens = tokens + ? WHERE id = ?", tokens, adding_to.id)
+                await self._add_to_counters(tx, counters, reserved=tokens)
+                return Reservation(adding_to.id, adding_to.tokens + tokens)
             reservation_id = await tx.value(
                 "INSERT INTO token_reservations (session_id, tokens, counter_keys, created_at) VALUES (?, ?, ?, ?)"
                 " RETURNING id", session_id, tokens, _SEP.join(counters), now)

@@ -155,3 +155,33 @@ async def test_holds_and_settlements_racing_on_shared_counters_never_deadlock(op
     await asyncio.wait_for(asyncio.gather(*(channel(i, s) for i, s in enumerate(sessions))), 30)
     assert await stores[1].counter_used("guild:g1:2026-12") == (8_000, 0)
     assert await stores[1].counter_used("player:u1:2026-12-31") == (8_000, 0)
+
+
+async def test_each_further_tool_round_grows_the_hold_or_ends_the_turn(opened):
+    """A turn's DM roll needs a second LLM call: its estimate is held too, so a turn cannot run a cap over by
+    more than one call; with no room, the turn ends with what was said and rolled."""
+    from bot.dm.events import RollMade
+    from bot.llm.base import Finish, TextChunk, ToolCall
+
+    def with_roll():
+        return [TextChunk("The goblin swings. "), ToolCall("t1", "roll_dice", {"notation": "1d20+4"}),
+                Usage(2_000, 30), Finish("tool_calls")]
+
+    store = await opened()
+    provider = ScriptedProvider(with_roll(), reply("It hits!", input_tokens=2_100, output_tokens=20))
+    service = _service(store, provider, lambda: NOW)
+    events = await run(service.start(HALL, ARIA, "premise"))
+    assert isinstance(events[-1], Done) and provider.calls == 2  # room enough: both rounds ran
+    used = (await store.usage_totals(1)).usage.total
+    assert await store.counter_used("player:u1:2026-12-31") == (used, 0)
+
+    # now leave room for the first call of the next turn (its estimate is under 2,300), not for a second round
+    service.budget.configured = CapLimits(daily_per_player=used + 2_300)
+    provider.script = [with_roll(), reply("never asked")]
+    events = await run(service.act(HALL, ARIA, "I duck"))
+    assert isinstance(events[-1], Done) and provider.calls == 3  # the second round was not called
+    assert any(isinstance(e, RollMade) for e in events)
+    stored = [(t.role, t.content) for t in await store.turns(1)][-3:]
+    assert stored[0] == ("player", "I duck") and stored[1][0] == "roll" and stored[2] == ("dm", "The goblin swings.")
+    charged, held = await store.counter_used("player:u1:2026-12-31")
+    assert held == 0 and charged == used + 2_030
