@@ -73,6 +73,7 @@ class SQLStore(TokenLedger):
     for_update: str = ""  # appended to a SELECT that must lock its rows until the transaction ends
     integrity_errors: tuple[type[BaseException], ...] = ()  # what a UNIQUE violation raises
     interrupted_on_open = 0
+    empty_note = "not created yet: the first start creates it"  # what `check` says of a database not made yet
 
     def _write(self, *, single: bool = False) -> AbstractAsyncContextManager[Tx]: ...  # all or nothing
     async def _rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]: ...  # a read outside transactions
@@ -109,7 +110,7 @@ class SQLStore(TokenLedger):
         version = await self._stored_version()
         newest = len(migrations.MIGRATIONS)
         if version is None:
-            return f"{self.describe()} (not created yet: the first start creates it)"
+            return f"{self.describe()} ({self.empty_note})"
         if version > newest:
             raise self._newer(version)
         state = "up to date" if version == newest else f"will be migrated to {newest} at start"

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from bot.llm.base import Usage
+from bot.store import store_for
 from bot.store.base import CallRecord, Channel, Player, RollRecord, SessionExists
 from bot.store.sqlite import MIGRATIONS
 
@@ -194,9 +195,15 @@ async def test_estimated_usage_is_marked_and_totalled(opened):
     assert totals.usage.total == CALL.usage.total + 450 and totals.estimated_tokens == 450 and totals.calls == 2
 
 
-async def test_postgresql_leaves_pending_turns_alone_while_another_process_runs(database_url, opened):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("several processes over one database: PostgreSQL only (SQLite is one process per file)")
+async def test_postgresql_leaves_pending_turns_alone_while_another_process_runs(postgres_url):
+    """Several processes over one database is PostgreSQL's case (SQLite is one process per file)."""
+    stores = []
+
+    async def opened():
+        stores.append(store_for(postgres_url))
+        await stores[-1].open()
+        return stores[-1]
+
     first = await opened()  # a running bot process, answering a turn
     session = await first.start_session(HALL, ARIA, "p")
     await first.begin_turn(session.id, ARIA, "I am being answered")
@@ -208,3 +215,4 @@ async def test_postgresql_leaves_pending_turns_alone_while_another_process_runs(
     third = await opened()
     assert third.interrupted_on_open == 1
     assert [t.status for t in await third.all_turns(session.id)] == ["interrupted"]
+    await third.close()
