@@ -19,12 +19,14 @@ from bot.config import Config
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
+from bot.metrics import BotMetrics
+from bot.metrics_server import MetricsServer
 from bot.store import StoreError, store_for
 from bot.store.sql import SQLStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin")
+EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.server")
 
 # Only what the bot uses: read and post in channels and threads, embed links, read history for context.
 INVITE_PERMISSIONS = discord.Permissions(
@@ -70,6 +72,8 @@ class DungeonMasterBot(commands.Bot):
 
     def __init__(self, config: Config, *, provider: LLMProvider | None = None, engine: bool = True,
                  force_sync: bool = False, sync_guild: int | None = None, **options: object) -> None:
+        metrics = BotMetrics()  # always counted; served only when [metrics] port is set
+        options.setdefault("http_trace", metrics.http_trace())  # counts Discord's 429s
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=INTENTS,
@@ -79,6 +83,8 @@ class DungeonMasterBot(commands.Bot):
             **options,
         )
         self.config = config
+        self.metrics = metrics
+        self.metrics_server: MetricsServer | None = None
         self._provider = provider
         self._engine = engine  # False for `dungeon-master sync`: commands only, no store or LLM
         self._force_sync = force_sync
@@ -97,7 +103,11 @@ class DungeonMasterBot(commands.Bot):
                         self.store.interrupted_on_open)
         if self._engine:
             self._provider = self._provider or build_provider(self.config)
-            self.dm = DMService(self.config, self.store, self._provider)
+            self.dm = DMService(self.config, self.store, self.metrics.observe_provider(self._provider))
+        if self._engine and self.config.metrics.port:
+            self.metrics_server = MetricsServer(self, self.metrics, self.config.metrics.host,
+                                                self.config.metrics.port)
+            await self.metrics_server.start()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.register_commands()
@@ -121,6 +131,8 @@ class DungeonMasterBot(commands.Bot):
         if ready_timer is not None and not ready_timer.done():
             ready_timer.cancel()
         await super().close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self._provider is not None:
             await self._provider.aclose()
         if self.store is not None:
@@ -173,10 +185,9 @@ class DungeonMasterBot(commands.Bot):
         from bot.discord_turn import refuse
 
         if self.stopping:  # the store or the HTTP session closed under the command: that is the whole story
-            if not isinstance(error, app_commands.CheckFailure):  # the tree's check has answered already
-                log.info("command /%s stopped by the shutdown: %s",
-                         interaction.command.name if interaction.command else "?", error)
-                await refuse(interaction, RESTARTING)
+            log.info("command /%s stopped by the shutdown: %s",
+                     interaction.command.name if interaction.command else "?", error)
+            await refuse(interaction, RESTARTING)
             return
         log.error("command /%s failed", interaction.command.name if interaction.command else "?",
                   exc_info=error)

@@ -71,11 +71,11 @@ class LimitsConfig:
     tokens_per_session: int = field(default=100_000, metadata=_rule(min=1000))
     backend: str = field(default="memory://", metadata=_rule(doc="limits-backend"))
     max_queued_turns: int = field(default=5, metadata=_rule(min=1, max=100))
-    # one player's /roll per channel per minute, so dice cannot flood a channel
-    rolls_per_minute: int = field(default=30, metadata=_rule(min=1, max=10000))
-    # 0 = no cap; per-server values can override them (admin settings)
+    # server and player caps (0 = no cap); a server's admin may set its own with /config
     monthly_tokens_per_server: int = field(default=0, metadata=_rule(min=0))
     daily_tokens_per_player: int = field(default=0, metadata=_rule(min=0))
+    # one player's /roll per channel per minute, so dice cannot flood a channel
+    rolls_per_minute: int = field(default=30, metadata=_rule(min=1, max=10000))
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,13 @@ class DMConfig:
     max_action_chars: int = field(default=1000, metadata=_rule(min=10, max=4000))
     max_premise_chars: int = field(default=1000, metadata=_rule(min=10, max=4000))
     dm_rolls: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # unset = no metrics server; set, it serves /metrics (Prometheus text) and /healthz
+    port: int | None = field(default=None, metadata=_rule(min=1, max=65535))
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dm: DMConfig = field(default_factory=DMConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     prices: Mapping[str, Price] = field(default_factory=dict)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "defaults"
@@ -142,6 +150,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "database": DatabaseConfig,
     "dm": DMConfig,
+    "metrics": MetricsConfig,
 }
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
 _SECRET_LIKE = ("token", "api_key", "apikey", "secret", "password")

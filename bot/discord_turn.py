@@ -32,6 +32,9 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                                token_expires_at=token_deadline(interaction, clock),
                                blocked_note=blocked_note(interaction))
     in_flight = getattr(interaction.client, "turns_in_flight", None)  # DungeonMasterBot.close() stops these
+    metrics = getattr(interaction.client, "metrics", None)  # bot/metrics.py: turns, retries, latency
+    if metrics is not None:
+        events = metrics.observe_turn(events)
     task = asyncio.current_task()
     if in_flight is not None and task is not None:
         in_flight.add(task)

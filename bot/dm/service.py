@@ -24,32 +24,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field, replace
-from typing import TypeVar
-
-from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
+from dataclasses import dataclass, replace
 
 from bot.config import Config
 from bot.dm import dice
-from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta, UsageReport
-from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, TurnHold, estimate_tokens
+from bot.dm.admin import ServerAdmin
+from bot.dm.calls import CallResult, LLMCalls
+from bot.dm.events import DMEvent, Done, Failed, RollMade
+from bot.dm.guards import CapLimits, ChannelRateLimiter, RetryPolicy, TokenBudget, TurnHold, estimate_tokens
 from bot.dm.history import build_messages, window_start
 from bot.dm.prompts import ROLL_DICE, system_prompt
+from bot.dm.recorder import TurnRecorder
+from bot.dm.settings import GuildSettings
 from bot.dm.slots import SlotRefused, TurnSlots
-from bot.llm.base import (
-    Finish,
-    LLMProvider,
-    LLMRequest,
-    Message,
-    ProviderError,
-    TextChunk,
-    ToolCall,
-    ToolResult,
-    Usage,
-    refused_parameter,
-)
+from bot.llm.base import LLMProvider, LLMRequest, Message, ProviderError, ToolCall, ToolResult
 from bot.llm.pricing import Price, price_for
 from bot.store.base import CallRecord, Channel, Player, RollRecord, Session, SessionExists, Store, Turn, UsageTotals
 
@@ -58,9 +48,7 @@ log = logging.getLogger(__name__)
 MAX_TOOL_ROUNDS = 4  # LLM calls in one turn; a model that keeps calling tools is cut off here
 MIN_BUDGET, MAX_BUDGET = 1_000, 100_000_000  # what /budget accepts
 MAX_KEPT_TOTAL = 2**63 - 1  # every roll is stored, and stores keep 64-bit integers
-WRITE_ATTEMPTS = 4  # a store write that fails (locked past the busy timeout, disk full) is tried this often
 STOPPING = "The bot is restarting. Try again in a minute."
-T = TypeVar("T")
 
 
 def _keepable(result: dice.RollResult) -> dice.RollResult:
@@ -101,15 +89,6 @@ class PlayerRoll:
     in_session: bool  # stored as a turn: the DM sees it next time
 
 
-@dataclass(slots=True)
-class _Round:
-    """What one LLM call produced (reset before each attempt)."""
-
-    text: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish: str = "other"
-
-
 class DMService:
     def __init__(
         self,
@@ -123,22 +102,29 @@ class DMService:
     ) -> None:
         self.config = config
         self.store = store
-        self.provider = provider
         self.rate_limiter = rate_limiter or ChannelRateLimiter(
             config.limits.requests_per_minute, config.limits.backend
         )
         self.roll_limiter = ChannelRateLimiter(config.limits.rolls_per_minute, config.limits.backend, "player-roll")
         self.retry = retry or RetryPolicy(config.retry)
-        self.write_wait = write_wait or wait_exponential(multiplier=0.25, max=2)
-        self.budget = TokenBudget.from_config(config.limits)
+        self.budget = TokenBudget.from_config(config.limits, limits_for=self._cap_limits)
         self.system = system_prompt(config.dm, tools=config.dm.dm_rolls)
         self.tools = (ROLL_DICE,) if config.dm.dm_rolls else ()
+        self.admin = ServerAdmin(config, store, tools=config.dm.dm_rolls)  # per-server settings, /config, /usage
         self.price: Price | None = price_for(config.llm.provider, config.llm.model, config.prices)
+        self.llm = LLMCalls(provider, self.retry, self.price)
+        self.recorder = TurnRecorder(store, write_wait)
         self.slots = TurnSlots(config.limits.max_queued_turns)
         self.closing = False  # aclose() began: new commands are refused, writes in flight are waited for
-        self._writes: set[asyncio.Task] = set()  # outcome writes that must finish even if their turn is cut
         self._held: dict[str, int] = {}  # channel → session with a roll held for the running turn's end
-        self._no_temperature = False  # the model refused `temperature` once: never send it again
+
+    @property
+    def provider(self) -> LLMProvider:
+        return self.llm.provider
+
+    @provider.setter
+    def provider(self, provider: LLMProvider) -> None:  # tests and benchmarks swap it
+        self.llm.provider = provider
 
     # -- public faces' calls --------------------------------------------------------------------------------
 
@@ -155,11 +141,14 @@ class DMService:
                     session = await self.store.start_session(channel, starter, premise)
                 except SessionExists:
                     raise _Refused(self._session_active(await self.store.active_session(channel.channel_id)))
+                if (limit := await self.admin.adventure_limit(channel.guild_id)) is not None:
+                    await self.store.set_token_limit(session.id, limit)  # the server's adventure_budget
+                    session = replace(session, token_limit=limit)
                 async with aclosing(self._run_turn(session, None, [])) as events:
                     async for event in events:
                         if isinstance(event, Failed):
                             # No opening, no adventure: close it (it stays in the database) so /start can be retried.
-                            await self._durably(lambda: self.store.end_session(session.id, starter))
+                            await self.recorder.durably(lambda: self.store.end_session(session.id, starter))
                             event = Failed(event.kind, f"{event.message} The adventure was not started; /start "
                                                        "again when you are ready.", event.retry_after)
                         yield event
@@ -219,6 +208,16 @@ class DMService:
         turns = await self.store.count_turns(session.id)
         return BudgetView(session, totals, self.budget.limit_for(session.token_limit), turns)
 
+    async def _cap_limits(self, guild_id: str | None) -> CapLimits:
+        """The server's token caps (its /config, else config.toml) for the budget's holds."""
+        settings = await self.admin.settings(guild_id)
+        return CapLimits(settings.player_daily_budget, settings.monthly_budget)
+
+    async def guild_settings(self, guild_id: str | None) -> GuildSettings:
+        """A server's effective settings (its /config overrides, else config.toml): persona, content rating,
+        adventure budget, and the monthly and per-player daily caps (0 = no cap)."""
+        return await self.admin.settings(guild_id)
+
     async def set_budget(self, channel: Channel, tokens: int, *, can_manage_server: bool) -> tuple[bool, str]:
         """An admin's token budget for the channel's current session (Manage Server only)."""
         if not can_manage_server:
@@ -258,8 +257,7 @@ class DMService:
     async def aclose(self, timeout: float = 5.0) -> None:
         """Refuse new commands and wait for outcome writes still in flight (call before the store closes)."""
         self.closing = True
-        if self._writes:
-            await asyncio.wait(set(self._writes), timeout=timeout)
+        await self.recorder.wait(timeout)
 
     # -- guards ---------------------------------------------------------------------------------------------
 
@@ -314,54 +312,9 @@ class DMService:
                 finally:
                     held = self._held.pop(channel_id, None)
                     if held is not None:  # rolls made during the turn join the story after it
-                        await self._shielded(self._durably(lambda: self.store.release_held_rolls(held)))
+                        await self.recorder.shielded(self.recorder.durably(lambda: self.store.release_held_rolls(held)))
         except SlotRefused as refused:
             raise _Refused(Failed(refused.kind, refused.message)) from None
-
-    # -- durable writes -------------------------------------------------------------------------------------
-
-    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
-        """A store write, tried again while it fails (each write is one transaction: a failed one left nothing)."""
-        async for attempt in AsyncRetrying(stop=stop_after_attempt(WRITE_ATTEMPTS), wait=self.write_wait,
-                                           reraise=True):
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    log.warning("retrying a store write (attempt %d)", attempt.retry_state.attempt_number)
-                return await write()
-        raise AssertionError("unreachable")
-
-    def _background(self, write: Awaitable[T]) -> asyncio.Future[T]:
-        """Run ``write`` to its end whatever happens to its caller; ``aclose`` waits for it."""
-        task = asyncio.ensure_future(write)
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-        return task
-
-    def _shielded(self, write: Awaitable[T]) -> Awaitable[T]:
-        """Wait for ``write``; if the waiting turn is cancelled, the write still runs to its end."""
-        return asyncio.shield(self._background(write))
-
-    async def _keep_failed(self, session: Session, player_turn: int | None, calls: list[CallRecord],
-                           rolls: list[RollRecord], *, interrupted: bool = False) -> None:
-        """A turn without an answer: keep the action, the shown rolls and every reported usage."""
-        try:
-            await self._durably(lambda: self.store.fail_turn(session.id, player_turn, calls,
-                                                             interrupted=interrupted, rolls=rolls))
-        except Exception:  # noqa: BLE001 - the player's message must still arrive; the numbers go to the log
-            log.exception("could not store a failed turn in channel %s; its usage was %s",
-                          session.channel_id, [c.usage for c in calls])
-
-    async def _save(self, session: Session, player_turn: int | None, text: str, calls: list[CallRecord],
-                    rolls: list[RollRecord]) -> bool:
-        """Store the finished turn; if that keeps failing, keep it as interrupted. True when stored whole."""
-        try:
-            await self._durably(lambda: self.store.complete_turn(session.id, player_turn, text, calls, rolls))
-            return True
-        except Exception:  # noqa: BLE001
-            log.exception("could not store the DM's answer in channel %s; keeping the turn as interrupted",
-                          session.channel_id)
-        await self._keep_failed(session, player_turn, calls, rolls, interrupted=True)
-        return False
 
     # -- the turn -------------------------------------------------------------------------------------------
 
@@ -371,10 +324,10 @@ class DMService:
         turns = await self.store.turns(session.id, offset=start) if start < total else []
         turns += extra[max(0, start - total):]
         return LLMRequest(
-            system=self.system,
+            system=await self.admin.system_prompt(session.guild_id),
             messages=tuple(build_messages(session, turns, omitted=start > 0)),
             max_tokens=self.config.llm.max_output_tokens,
-            temperature=None if self._no_temperature else self.config.llm.temperature,
+            temperature=self.config.llm.temperature,
             tools=self.tools,
         )
 
@@ -392,14 +345,14 @@ class DMService:
                 async for event in events:
                     yield event
         finally:
-            await self._shielded(self.budget.settle(self.store, hold, calls))  # aclose waits for it too
+            await self.recorder.shielded(self.budget.settle(self.store, hold, calls))  # aclose waits for it too
 
     async def _reserved_turn(self, session: Session, player: Player | None, extra: list[Turn], request: LLMRequest,
                              calls: list[CallRecord], hold: TurnHold) -> AsyncIterator[DMEvent]:
         player_turn = None
         if player:
             try:
-                player_turn = await self._durably(lambda: self.store.begin_turn(session.id, player, extra[0].content))
+                player_turn = await self.recorder.durably(lambda: self.store.begin_turn(session.id, player, extra[0].content))
             except Exception:  # noqa: BLE001 - nothing was shown or spent: the player can simply send it again
                 log.exception("could not store an action in channel %s", session.channel_id)
                 yield Failed("internal", "Your action could not be saved, so the DM did not answer. Send it again "
@@ -409,8 +362,8 @@ class DMService:
         narration: list[str] = []
         try:
             for round_no in range(1, MAX_TOOL_ROUNDS + 1):
-                result = _Round()
-                async with aclosing(self._call(request, result, calls)) as events:
+                result = CallResult()
+                async with aclosing(self.llm.call(request, result, calls)) as events:
                     async for event in events:
                         yield event
                 narration.append(result.text)
@@ -423,8 +376,7 @@ class DMService:
                         rolls.append(made[0])
                         yield RollMade(made[1], made[0].roller.name)
                     tool_results.append(answer)
-                request = replace(request, temperature=None if self._no_temperature else request.temperature,
-                                  messages=(*request.messages,
+                request = replace(request, messages=(*request.messages,
                                             Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
                                             Message("user", tool_results=tuple(tool_results))))
                 if not await self.budget.extend(self.store, hold, calls, estimate_tokens(request) + request.max_tokens):
@@ -432,94 +384,31 @@ class DMService:
         except ProviderError as error:
             log.warning("LLM call failed in channel %s (%s at %s): %s; the server said: %s", session.channel_id,
                         self.provider.name, getattr(self.provider, "endpoint", "?"), error.message, error.detail)
-            await self._shielded(self._keep_failed(session, player_turn, calls, rolls))
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turn, calls, rolls))
             yield self._provider_failure(error)
             return
         except Exception:
             log.exception("DM turn failed in channel %s", session.channel_id)
-            await self._shielded(self._keep_failed(session, player_turn, calls, rolls))
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turn, calls, rolls))
             yield Failed("internal", "Something went wrong on our side; it has been logged. Try again.")
             return
         except (asyncio.CancelledError, GeneratorExit):
             # The face went away mid-turn (shutdown, or it stopped listening): keep the action and the shown
             # rolls, charge what was reported, and never store half an answer. Shielded: this write must not be
             # cancelled in turn (aclose waits for it).
-            self._background(self._keep_failed(session, player_turn, calls, rolls, interrupted=True))
+            self.recorder.background(self.recorder.keep_failed(session, player_turn, calls, rolls, interrupted=True))
             raise
         text = "".join(narration).strip()
         if not text and not rolls:  # nothing to read and nothing rolled: not a turn of the story
-            await self._shielded(self._keep_failed(session, player_turn, calls, rolls))
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turn, calls, rolls))
             yield Failed("empty", "The DM had nothing to say (the model sent an empty answer). Try again.")
             return
-        saved = await self._shielded(self._save(session, player_turn, text, calls, rolls))  # a stop cannot cut it
+        saved = await self.recorder.shielded(self.recorder.save(session, player_turn, text, calls, rolls))  # a stop cannot cut it
         if not saved:
             yield Failed("unsaved", "This answer could not be saved, so the DM will not remember it; your action "
                                     "is kept. Try again in a moment.")
             return
         yield Done(result.finish)
-
-    async def _call(self, request: LLMRequest, result: _Round, calls: list[CallRecord]) -> AsyncIterator[DMEvent]:
-        """One LLM call with retries. A model that refuses ``temperature`` is asked again without it, once."""
-        try:
-            async with aclosing(self._attempts(request, result, calls)) as events:
-                async for event in events:
-                    yield event
-        except ProviderError as error:
-            if request.temperature is None or not refused_parameter(error, "temperature"):
-                raise
-            log.warning("%s refuses the temperature parameter; calling it without one from now on (%s)",
-                        self.provider.model, error.detail)
-            self._no_temperature = True
-            if result.text:
-                yield Reset()
-            async with aclosing(self._attempts(replace(request, temperature=None), result, calls)) as events:
-                async for event in events:
-                    yield event
-
-    async def _attempts(self, request: LLMRequest, result: _Round, calls: list[CallRecord]) -> AsyncIterator[DMEvent]:
-        """The call's attempts. Every attempt's usage is charged, failed attempts included; an attempt that
-        streamed but whose usage never came (servers without usage chunks, a stream cut before its last chunk)
-        is charged from the bot's own estimate, marked as estimated."""
-        async for attempt in self.retry.retrying():
-            with attempt:
-                if result.text:
-                    yield Reset()  # the attempt before showed text; the new one starts over
-                result.text, result.tool_calls, result.finish = "", [], "other"
-                usage: Usage | None = None
-                received = False
-                record: CallRecord | None = None
-                try:
-                    async with aclosing(self.provider.stream(request)) as items:  # closed even if we stop early
-                        async for item in items:
-                            received = True
-                            if isinstance(item, TextChunk):
-                                result.text += item.text
-                                yield TextDelta(item.text)
-                            elif isinstance(item, ToolCall):
-                                result.tool_calls.append(item)
-                            elif isinstance(item, Usage):
-                                usage = item
-                            elif isinstance(item, Finish):
-                                result.finish = item.reason
-                except ProviderError as error:
-                    number = attempt.retry_state.attempt_number
-                    if self.retry.will_retry(error, number):
-                        yield Retrying(number + 1, self.retry.config.attempts, error.message)
-                    raise
-                finally:
-                    if usage is not None:
-                        record = self._call_record(usage)
-                    elif received:
-                        record = self._call_record(self._estimated_usage(request, result), estimated=True)
-                    if record is not None:
-                        calls.append(record)
-                if record is not None:
-                    yield UsageReport(record.usage, record.cost_usd or 0.0)
-
-    @staticmethod
-    def _estimated_usage(request: LLMRequest, result: _Round) -> Usage:
-        produced = len(result.text) + sum(len(c.name) + len(str(c.arguments)) for c in result.tool_calls)
-        return Usage(input_tokens=estimate_tokens(request), output_tokens=produced // 4 + 1)
 
     def _dm_roll(self, call: ToolCall) -> tuple[tuple[RollRecord, dice.RollResult] | None, ToolResult]:
         if call.name != ROLL_DICE.name:
@@ -539,10 +428,6 @@ class DMService:
     def _roll_record(roller: Player, result: dice.RollResult, *, by_dm: bool = False) -> RollRecord:
         return RollRecord(roller, result.expression, result.total, result.detail, result.reason,
                           result.summary(roller.name), by_dm)
-
-    def _call_record(self, usage: Usage, *, estimated: bool = False) -> CallRecord:
-        cost = self.price.cost(usage) if self.price else None
-        return CallRecord(self.provider.name, self.provider.model, usage, cost, estimated)
 
     def _provider_failure(self, error: ProviderError) -> Failed:
         if self.retry.asks_too_long(error):

@@ -39,6 +39,7 @@ from bot.store.base import (
     UsageTotals,
 )
 from bot.store import migrations
+from bot.store.admin_queries import AdminQueries
 from bot.store.tokens import TokenLedger
 
 NO_LIMIT = 2**62
@@ -66,7 +67,7 @@ def turn_from(row: Sequence[Any]) -> Turn:
     return Turn(row[0], row[1], row[2], row[3], author, row[6], row[7], row[8])
 
 
-class SQLStore(TokenLedger):
+class SQLStore(TokenLedger, AdminQueries):
     """Everything but the connection. A backend provides the members below the line."""
 
     dialect: str  # "sqlite" or "postgres" (picks the migrations' statements)
