@@ -4,6 +4,7 @@ concurrent writers, crash recovery. Every test here that takes ``opened`` runs o
 from __future__ import annotations
 
 import asyncio
+import time
 import pytest
 
 from bot.llm.base import Usage
@@ -216,3 +217,24 @@ async def test_postgresql_leaves_pending_turns_alone_while_another_process_runs(
     assert third.interrupted_on_open == 1
     assert [t.status for t in await third.all_turns(session.id)] == ["interrupted"]
     await third.close()
+
+
+async def test_admin_settings_and_usage_reports_on_both_backends(opened):
+    """Issue 11's queries (bot/store/admin_queries.py) run on the shared store: per-server settings and a month's
+    usage by channel, player and day."""
+    store = await opened()
+    await store.set_guild_settings("g1", {"persona": "a gruff dwarf", "monthly_budget": 50_000}, "admin")
+    await store.set_guild_settings("g1", {"monthly_budget": 60_000}, "admin")
+    assert await store.guild_settings("g1") == {"persona": "a gruff dwarf", "monthly_budget": 60_000}
+    session = await store.start_session(HALL, ARIA, "p")
+    for player, tokens in ((ARIA, 100), (Player("u2", "Bram"), 300)):
+        turn = await store.begin_turn(session.id, player, "x")
+        await store.complete_turn(session.id, turn, "y", [CallRecord("fake", "m", Usage(tokens, 0), 0.5)], [])
+    total = await store.guild_usage_total("g1", 0, 2**40)
+    assert (total.tokens, total.calls, total.cost_usd) == (400, 2, 1.0)
+    by_player = await store.guild_usage_by_player("g1", 0, 2**40)
+    assert [(line.key, line.tokens) for line in by_player] == [("u2", 300), ("u1", 100)]
+    assert [(line.key, line.tokens) for line in await store.guild_usage_by_channel("g1", 0, 2**40)] == [("hall", 400)]
+    today = time.time() // 86_400 * 86_400  # this UTC day's midnight
+    assert await store.guild_usage_daily("g1", today - 86_400, today + 86_400) == {1: 400}
+    assert await store.count_active_sessions() == 1
