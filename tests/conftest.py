@@ -37,3 +37,6 @@ def redis_url() -> str:
             pytest.fail("Redis is not running on 127.0.0.1:6379, and CI's .ci/run should have started it")
         pytest.skip("Redis is not running on 127.0.0.1:6379 (start it: redis-server --daemonize yes)")
     return "redis://127.0.0.1:6379"
+
+
+from tests.pgdb import postgres_database, postgres_url  # noqa: E402,F401  (fixtures for every test folder)

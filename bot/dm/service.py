@@ -34,7 +34,7 @@ from bot.dm.admin import ServerAdmin
 from bot.dm.batching import MAX_BATCH, ActionBatches
 from bot.dm.calls import CallResult, LLMCalls
 from bot.dm.events import AnswersBatch, Batched, DMEvent, Done, Failed, RollMade
-from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, estimate_tokens
+from bot.dm.guards import CapLimits, ChannelRateLimiter, RetryPolicy, TokenBudget, TurnHold, estimate_tokens
 from bot.dm.history import build_messages, window_start
 from bot.dm.prompts import ROLL_DICE, system_prompt
 from bot.dm.recorder import TurnRecorder
@@ -108,7 +108,7 @@ class DMService:
         )
         self.roll_limiter = ChannelRateLimiter(config.limits.rolls_per_minute, config.limits.backend, "player-roll")
         self.retry = retry or RetryPolicy(config.retry)
-        self.budget = TokenBudget(config.limits.tokens_per_session)
+        self.budget = TokenBudget.from_config(config.limits, limits_for=self._cap_limits)
         self.system = system_prompt(config.dm, tools=config.dm.dm_rolls)
         self.tools = (ROLL_DICE,) if config.dm.dm_rolls else ()
         self.admin = ServerAdmin(config, store, tools=config.dm.dm_rolls)  # per-server settings, /config, /usage
@@ -239,6 +239,11 @@ class DMService:
         turns = await self.store.count_turns(session.id)
         return BudgetView(session, totals, self.budget.limit_for(session.token_limit), turns)
 
+    async def _cap_limits(self, guild_id: str | None) -> CapLimits:
+        """The server's token caps (its /config, else config.toml) for the budget's holds."""
+        settings = await self.admin.settings(guild_id)
+        return CapLimits(settings.player_daily_budget, settings.monthly_budget)
+
     async def guild_settings(self, guild_id: str | None) -> GuildSettings:
         """A server's effective settings (its /config overrides, else config.toml): persona, content rating,
         adventure budget, and the monthly and per-player daily caps (0 = no cap)."""
@@ -358,14 +363,27 @@ class DMService:
         )
 
     async def _run_turn(self, session: Session, extra: list[Turn]) -> AsyncIterator[DMEvent]:
-        """One DM turn answering the pending player turns ``extra`` (none for the opening), all in one call."""
+        """One DM turn answering the pending player turns ``extra`` (none for the opening), all in one call.
+
+        The turn's estimated tokens are held against every cap (atomically in the store, so it holds across
+        processes), then the hold is settled with the usage the provider reported. A batch's call counts
+        against its first player's day."""
         request = await self._request(session, extra)
-        used = (await self.store.usage_totals(session.id)).usage.total
-        limit = self.budget.limit_for(session.token_limit)
-        refusal = self.budget.refusal(used, estimate_tokens(request) + request.max_tokens, limit)
-        if refusal:
-            yield Failed("budget", refusal)
+        payer = extra[0].author if extra else None
+        hold = await self.budget.reserve(self.store, session, payer, estimate_tokens(request) + request.max_tokens)
+        if isinstance(hold, str):
+            yield Failed("budget", hold)
             return
+        calls: list[CallRecord] = []
+        try:
+            async with aclosing(self._reserved_turn(session, extra, request, calls, hold)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            await self.recorder.shielded(self.budget.settle(self.store, hold, calls))  # aclose waits for it too
+
+    async def _reserved_turn(self, session: Session, extra: list[Turn], request: LLMRequest,
+                             calls: list[CallRecord], hold: TurnHold) -> AsyncIterator[DMEvent]:
         player_turns: list[int] = []
         try:
             for turn in extra:
@@ -377,7 +395,6 @@ class DMService:
             yield Failed("internal", "Your action could not be saved, so the DM did not answer. Send it again "
                                      "in a moment.")
             return
-        calls: list[CallRecord] = []
         rolls: list[RollRecord] = []
         narration: list[str] = []
         try:
@@ -399,6 +416,8 @@ class DMService:
                 request = replace(request, messages=(*request.messages,
                                             Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
                                             Message("user", tool_results=tuple(tool_results))))
+                if not await self.budget.extend(self.store, hold, calls, estimate_tokens(request) + request.max_tokens):
+                    break  # no room in a budget for another round: the turn ends with what was said and rolled
         except ProviderError as error:
             log.warning("LLM call failed in channel %s (%s at %s): %s; the server said: %s", session.channel_id,
                         self.provider.name, getattr(self.provider, "endpoint", "?"), error.message, error.detail)
