@@ -16,6 +16,7 @@ from typing import TextIO
 
 from bot.config import Config
 from bot.dm.dice import DiceError
+from bot.dm.service import RollRefused
 from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, StateChanged, TextDelta
 from bot.dm.rules.render import sheet
 from bot.dm.rules.text import RuleError
@@ -100,7 +101,7 @@ class TerminalPlayer:
         try:
             outcome = await self.service.roll(CHANNEL, self.player, notation, advantage=advantage,
                                               reason=" ".join(rest) or None)
-        except DiceError as error:
+        except (DiceError, RollRefused) as error:
             self.say(f"! {error}")
             return
         self.say(f"🎲 {outcome.result.summary(self.player.name)}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from bot.dm.prompts import untrusted
+
 _UNSAFE = re.compile(r"[\[\]`*_|<>\\~#@]")
 
 
@@ -18,14 +20,16 @@ class RuleError(ValueError):
 
 
 def clean_text(text: str, limit: int) -> str:
-    """One line, no markup or brackets, at most ``limit`` characters."""
-    text = _UNSAFE.sub(" ", text).replace('"', "'")  # the model's block quotes players' words in "…"
+    """One line, no markup or brackets, at most ``limit`` characters. First what the model may read of any
+    player's text (``untrusted``: line breaks and invisible characters folded, look-alike brackets too)."""
+    text = _UNSAFE.sub(" ", untrusted(text)).replace('"', "'")  # the model's block quotes players' words in "…"
     return " ".join(text.split())[:limit].strip()
 
 
 def clean_label(text: str, limit: int = 40) -> str:
-    """A name: like ``clean_text`` and also without the colon that makes "Name: text" a speaker's line."""
-    return clean_text(text.replace(":", " "), limit)
+    """A name: like ``clean_text`` and also without the colon that makes "Name: text" a speaker's line, nor the
+    parentheses the engine's lines put after a name."""
+    return clean_text(re.sub(r"[:()]", " ", untrusted(text)), limit)  # as prompts.clean_name: no "(…)" either
 
 
 def key(name: str) -> str:
