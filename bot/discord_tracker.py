@@ -113,6 +113,10 @@ class CombatTrackers:
         streamer.reset()
         streamer.feed(tracker_text(party))
 
+    async def ended(self, channel: Any) -> None:
+        """The adventure ended (/end): a tracker still showing its combat says so and is let go."""
+        await self.update(channel, Party(), "🏁 The adventure is over, and with it the combat")
+
     def streamer(self, channel_id: int) -> MessageStreamer | None:
         return self._live.get(channel_id)
 

@@ -80,7 +80,7 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                     streamer.checkpoint()
                     trackers = getattr(interaction.client, "trackers", None)
                     if trackers is not None:
-                        await trackers.update(interaction.channel, event.party, event.line)
+                        await trackers.update(into or interaction.channel, event.party, event.line)
                 elif isinstance(event, Batched):
                     joined = event.ticket if event.position > 1 else joined
                     show_batched(streamer, event)

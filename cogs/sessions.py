@@ -49,6 +49,8 @@ class Sessions(commands.Cog):
         ended, message = await self.bot.dm.end(channel_of(interaction), player_of(interaction),
                                                can_manage=interaction.permissions.manage_channels)
         await (answer if ended else refuse)(interaction, message)
+        if ended:  # a combat tracker still running in this channel shows that it is over
+            await self.bot.trackers.ended(interaction.channel)
 
     @app_commands.command(name="session", description="Show this channel's adventure: who started it, turns, budget.")
     @app_commands.guild_only()

@@ -358,13 +358,15 @@ class DMService:
         start = window_start(total + len(extra), self.config.dm.history_messages)
         turns = await self.store.turns(session.id, offset=start) if start < total else []
         turns += extra[max(0, start - total):]
+        # The party's state goes last (it changes every turn), after the stable history; its tools come with it.
+        messages, tools = await self.party.prepare(session, tuple(build_messages(session, turns, omitted=start > 0)),
+                                                   self.tools)
         return LLMRequest(
             system=await self.admin.system_prompt(session.guild_id),
-            # The party's state goes last (it changes every turn), after the stable history: see PartyService.
-            messages=await self.party.with_party(session, tuple(build_messages(session, turns, omitted=start > 0))),
+            messages=messages,
             max_tokens=self.config.llm.max_output_tokens,
             temperature=self.config.llm.temperature,
-            tools=self.tools,
+            tools=tools,
         )
 
     async def _run_turn(self, session: Session, extra: list[Turn]) -> AsyncIterator[DMEvent]:

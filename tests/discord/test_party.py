@@ -208,3 +208,15 @@ async def test_two_channels_have_their_own_party_combat_and_tracker(make_dm_bot)
         roster = await h.run("party", channel=channel)
         [listing] = [m.content for m in h.visible(roster) if not m.deleted]
         assert mine[0] in listing and theirs[0] not in listing
+
+
+async def test_end_closes_a_running_combats_tracker(make_dm_bot):
+    provider = ScriptedProvider(reply("Bandits."), tools("Steel! ", ("start_combat", {"combatants": [
+        {"name": "Bandit", "hp": 11, "ac": 12, "initiative_bonus": 1}]})), reply("He grins."))
+    h = await make_dm_bot(provider)
+    await h.run("start")
+    await h.run("character", {"name": "Thessaly", "max_hp": 12, "ac": 14})
+    await h.run("act", {"action": "I step back"})
+    [tracker] = [m for m in h.standin.messages(GENERAL) if m.content.startswith("⚔️ **Combat")]
+    await h.run("end")
+    await settled(h, tracker.id, "🏁 The adventure is over, and with it the combat.")

@@ -105,6 +105,7 @@ async def test_the_party_block_comes_last_and_the_stable_part_stays_the_same(mak
     # The history before the block is the same prefix in the next request: prompt caching keeps working.
     assert second.messages[:len(first.messages) - 1] == first.messages[:-1]
     assert "[party]" in service.system and "update_character" in service.system
+    assert {t.name for t in first.tools} == {t.name for t in service.tools}  # with a party, the state tools too
     assert {t.name for t in service.tools} == {"roll_dice", "update_character", "start_combat", "attack",
                                                "next_turn", "end_combat"}
 
@@ -115,6 +116,7 @@ async def test_no_block_and_story_only_play_without_characters(make_service):
     await collect(service.start(HALL, ARIA, ""))
     await collect(service.act(HALL, ARIA, "I wander"))
     assert not any("[party]" in m.text for m in provider.requests[-1].messages)
+    assert [t.name for t in provider.requests[-1].tools] == ["roll_dice"]  # as before the rules engine
 
 
 @pytest.mark.parametrize("name,args,reason", [
