@@ -10,7 +10,9 @@ so far) and the stand-in's log of the edits (when each was answered, and its con
 - first visible text = first edit carrying the reply's marker (its first token) − first text event sent;
 - lag = for each text event, the first edit showing at least that much text − the event's send time (so a
   lag sample is "how long a piece of narration waited before players could read it");
-- edits per message = edits (and sends) of the turn's message(s) that Discord accepted.
+- edits per message = edits (and sends) of the turn's message(s) that Discord accepted;
+- stream end → final text = the final edit (no cursor) − the LLM's last event sent;
+- command → LLM request = the LLM server receiving the turn's request − the stand-in dispatching the command.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ class PhaseResult:
     channels: int
     turns: list[Turn]
     first_visible: list[float] = field(default_factory=list)  # seconds
-    lag: list[float] = field(default_factory=list)  # seconds
+    lag: list[float] = field(default_factory=list)  # seconds ("staleness": how far behind the reader is)
+    final_delay: list[float] = field(default_factory=list)  # seconds from the LLM's last event to the final edit
+    to_llm: list[float] = field(default_factory=list)  # seconds from the command to the LLM request
     edits: list[int] = field(default_factory=list)
     ratelimited: int = 0
     failed: int = 0
@@ -100,9 +104,13 @@ def analyse(env: Env, result: PhaseResult) -> None:
         log = env.llm.logs.get(turn.marker)
         if turn.failed:
             result.failed += 1
+        if log is not None:
+            result.to_llm.append(log.received_at - turn.invoked_at)
         if log is None or log.first_text_at is None or turn.first_visible_at is None:
             result.missing += 1
             continue
+        if log.done_at is not None and turn.done_at is not None and not turn.failed:
+            result.final_delay.append(turn.done_at - log.done_at)
         result.first_visible.append(turn.first_visible_at - log.first_text_at)
         result.edits.append(len(turn.edits))
         shown = [(t, visible_chars(c)) for t, c in turn.edits]

@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Config
+from bot.discord_pacing import RateLimitBook
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
@@ -53,6 +54,10 @@ class DungeonMasterBot(commands.Bot):
 
     def __init__(self, config: Config, *, provider: LLMProvider | None = None, engine: bool = True,
                  force_sync: bool = False, sync_guild: int | None = None, **options: object) -> None:
+        # Every answer discord.py receives passes through this book, which keeps Discord's rate-limit buckets for
+        # the streamer (bot/discord_pacing.py): discord.py itself reads them only to sleep on an empty bucket.
+        self.ratelimits = RateLimitBook()
+        options.setdefault("http_trace", self.ratelimits.trace_config())
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=INTENTS,

@@ -7,7 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.client import DungeonMasterBot
-from bot.discord_turn import answer, refuse, stream_turn
+from bot.discord_turn import answer, play_turn, refuse
 from cogs.common import channel_of, player_of
 
 PREMISE_SHOWN = 300  # characters of the premise /session shows
@@ -21,9 +21,9 @@ class Sessions(commands.Cog):
     @app_commands.describe(premise="What the adventure is about, e.g. 'a heist in a floating city' (optional)")
     @app_commands.guild_only()
     async def start(self, interaction: discord.Interaction, premise: app_commands.Range[str, None, 4000] = "") -> None:
-        await interaction.response.defer(thinking=True)
-        events = self.bot.dm.start(channel_of(interaction), player_of(interaction), premise)
-        await stream_turn(interaction, events, edit_interval=self.bot.config.discord.edit_interval_seconds)
+        pace = self.bot.config.discord
+        await play_turn(interaction, lambda: self.bot.dm.start(channel_of(interaction), player_of(interaction), premise),
+                        edit_interval=pace.edit_interval_seconds, min_edit_interval=pace.min_edit_interval_seconds)
 
     @app_commands.command(name="end", description="End this channel's adventure (its starter or a channel manager).")
     @app_commands.guild_only()
