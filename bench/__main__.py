@@ -58,8 +58,10 @@ async def figure_1(r: Results, quick: bool) -> dict[int, streaming.PhaseResult]:
         "without rate-limit headers")
     runs = await pacing.run(counts, duration=5 if quick else 10)
     by = {(run.who, run.headers): run.phases for run in runs}
+    missing = streaming.PhaseResult(0, [])  # a streamer left out (BENCH_STREAMERS): n/a
     for n in counts:
-        ours, naive, glob = by["ours", True][n], by["naive", True][n], by["global", True][n]
+        ours = by["ours", True][n]
+        naive, glob = (by.get((who, True), {}).get(n, missing) for who in ("naive", "global"))
         r.section(f"1. Streaming at Discord's pace, {n} channels, rate-limit headers on (250 words at 30 words/s; "
                   "ratios: ours / naive per-message 1 s streamer, ours / global 1 s throttle)")
         for key, label, field, q, t50, t200 in METRICS:

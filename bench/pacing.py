@@ -14,6 +14,7 @@ channels streaming at once, on the stand-in's Discord-like buckets (5 requests p
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ async def one_bot(who: str, counts: list[int], *, headers: bool, duration: float
 
 
 async def run(counts: list[int], *, duration: float) -> list[Run]:
-    runs = [await one_bot(who, counts, headers=True, duration=duration) for who in STREAMERS]
+    """``BENCH_STREAMERS=ours`` runs the product's streamer only (e.g. to measure an older version of the bot)."""
+    chosen = [w for w in os.environ.get("BENCH_STREAMERS", ",".join(STREAMERS)).split(",") if w in STREAMERS]
+    runs = [await one_bot(who, counts, headers=True, duration=duration) for who in chosen]
     runs.append(await one_bot("ours", counts, headers=False, duration=duration))
     return runs

@@ -84,6 +84,7 @@ class MessageStreamer:
         self._msgs: list[_Msg] = [_Msg(ORIGINAL, 0, created=True)]
         self._deletes: list[_Msg] = []
         self._closing = False
+        self._settled = False  # settle(): the model stopped writing; what is there is shown as final
         self._refusal: str | None = None
         self._expired = False
         self._given_up = 0
@@ -114,12 +115,24 @@ class MessageStreamer:
             return
         self._text += text
         self._status = None  # new text is the news: the notice has done its job
+        self._settled = False
         self._poke()
 
     def status(self, note: str | None) -> None:
         """A transient small line under the text while writing (e.g. "trying again…" during a retry), so a wait
         is never unexplained. The next ``feed`` or the end of the answer removes it."""
         self._status = f"-# {note}" if note else None
+        self._settled = self._settled and note is None
+        self._poke()
+
+    def settle(self) -> None:
+        """The model's stream has ended: show the text as final now (no cursor, the final edit's priority), not
+        once the turn has been stored. Text that follows (a tool round) brings the cursor back; then finish()
+        finds nothing left to change."""
+        if self._closing:
+            return
+        self._settled = True
+        self._hurry.set()
         self._poke()
 
     def checkpoint(self) -> None:
@@ -129,6 +142,7 @@ class MessageStreamer:
         if self._closing or len(self._text) == self._checkpoint:
             return
         cut = self._checkpoint
+        self._settled = False
         self._text = self._text[:cut]
         self._low = min(self._low, cut)
         keep: list[_Msg] = []
@@ -268,7 +282,7 @@ class MessageStreamer:
     def _ready_at(self, m: _Msg, op: str) -> float:
         """When the next call for ``m`` may go: the bucket's pace if Discord told us about it, else the configured
         interval; the final edit of the answer without the floor (at once when the bucket has room)."""
-        final = self._closing and op != "delete" and m is self._msgs[-1]
+        final = (self._closing or self._settled) and op != "delete" and m is self._msgs[-1]
         route = self._route(m, op)
         at = self._pacer.ready_at(route, final=final) if route is not None else None  # type: ignore[union-attr]
         if at is None:  # nothing known of the bucket: the pace of the configuration
@@ -279,9 +293,10 @@ class MessageStreamer:
 
     async def _pace(self, wait: float) -> None:
         """Sleep until the next call may go, but wake at once when the stream ends (its final edit may go now)."""
-        if self._closing:
+        if self._closing or self._settled:
             await self._clock.sleep(wait)
             return
+        self._hurry.clear()
         waits = [asyncio.ensure_future(self._hurry.wait()), asyncio.ensure_future(self._clock.sleep(wait))]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -309,7 +324,7 @@ class MessageStreamer:
             if m.frozen:
                 continue
             last = i == len(self._msgs) - 1
-            final = self._closing or not last
+            final = self._closing or self._settled or not last
             # While writing, hold back a fence marker still arriving ("``", "```py"), so what is shown always
             # ends where a cut is safe: a token that dies right then leaves no broken fence behind.
             end = m.end if m.end is not None else len(self._text) if final else self._safe_cut(m)

@@ -19,7 +19,7 @@ import discord
 from bot.discord_sink import InteractionSink, token_deadline
 from bot.discord_stream import MessageStreamer
 from bot.message_sink import MonotonicClock
-from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta
+from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta, UsageReport
 
 log = logging.getLogger(__name__)
 NO_PINGS = discord.AllowedMentions.none()
@@ -74,6 +74,9 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                     gap = "\n\n" if streamer.text.strip() else ""
                     streamer.feed(f"{gap}{event.roll.markdown(event.for_whom)}\n\n")
                     streamer.checkpoint()  # a roll stays, whatever a later retry does
+                elif isinstance(event, UsageReport) and hasattr(streamer, "settle"):
+                    # The model's stream ended: its last words show now, not after the turn is stored.
+                    streamer.settle()
                 elif isinstance(event, Done | Failed):
                     ending = event
                     break
