@@ -46,6 +46,8 @@ METRICS = (  # (key, label, PhaseResult list, percentile, target at 50 channels,
     ("staleness_ms_p99", "staleness p99", "lag", 99, 600, 600),
     ("final_text_ms_p50", "stream end → final text p50", "final_delay", 50, 50, 50),
     ("final_text_ms_p99", "stream end → final text p99", "final_delay", 99, 150, 150),
+    ("final_edit_ms_p50", "stream end → final edit (cursor off) p50", "final_edit", 50, None, None),
+    ("final_edit_ms_p99", "stream end → final edit (cursor off) p99", "final_edit", 99, None, None),
     ("command_to_llm_ms_p50", "command → LLM request p50", "to_llm", 50, 30, 150),
     ("command_to_llm_ms_p99", "command → LLM request p99", "to_llm", 99, None, None),
     ("first_visible_ms_p99", "first visible text p99", "first_visible", 99, None, None),
@@ -86,6 +88,8 @@ async def figure_1(r: Results, quick: bool) -> dict[int, streaming.PhaseResult]:
         r.add(f"staleness_ms_p99_{n}ch_no_headers", off.p("lag", 99), "ms", f"staleness p99 at {n} channels")
         r.add(f"final_text_ms_p99_{n}ch_no_headers", off.p("final_delay", 99), "ms",
               f"stream end → final text p99 at {n} channels")
+        r.add(f"final_edit_ms_p99_{n}ch_no_headers", off.p("final_edit", 99), "ms",
+              f"stream end → final edit (cursor off) p99 at {n} channels")
     return by["ours", True]
 
 

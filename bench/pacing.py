@@ -44,8 +44,8 @@ async def one_bot(who: str, counts: list[int], *, headers: bool, duration: float
         for n in counts:
             phases[n] = await phase(env, env.channels[:n], workload(), duration=duration)
             print(f"  {who:6} headers {'on ' if headers else 'off'} " + summary(phases[n])
-                  + f", final p50 {phases[n].p('final_delay', 50):.0f} ms p99 {phases[n].p('final_delay', 99):.0f}"
-                  f" ms, command→LLM p50 {phases[n].p('to_llm', 50):.0f} ms p99 {phases[n].p('to_llm', 99):.0f} ms",
+                  + f", final text p50 {phases[n].p('final_delay', 50):.0f} ms p99 {phases[n].p('final_delay', 99):.0f}"
+                  f" ms, final edit p99 {phases[n].p('final_edit', 99):.0f} ms, command→LLM p50 {phases[n].p('to_llm', 50):.0f} ms p99 {phases[n].p('to_llm', 99):.0f} ms",
                   file=sys.stderr, flush=True)
             await asyncio.sleep(1.0)
     return Run(who, headers, phases)

@@ -17,7 +17,7 @@ from bench.streaming import answer_seconds, phase, start_sessions, summary
 
 
 async def main(args: argparse.Namespace) -> None:
-    module = "bench.bot_probe" if args.probe else "bot"
+    module = "bench.bot_probe" if args.probe else args.module
     async with environment(channels=args.channels, module=module, edit_interval=1.0) as env:
         await start_sessions(env, env.channels)
         spy = None
@@ -58,8 +58,9 @@ def heaviest(path: str, top: int = 25) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    parser.add_argument("--channels", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--probe", action="store_true")
-    parser.add_argument("--pyspy", metavar="OUT")
+    parser.add_argument("--channels", type=int, default=200, help="channels streaming at once")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds measured after the ramp")
+    parser.add_argument("--probe", action="store_true", help="timers on the command → LLM path (PROBE lines)")
+    parser.add_argument("--module", default="bot", help="the bot's entry point, e.g. bench.bot_naive")
+    parser.add_argument("--pyspy", metavar="OUT", help="record the bot with py-spy into OUT (raw format)")
     asyncio.run(main(parser.parse_args()))

@@ -11,7 +11,8 @@ so far) and the stand-in's log of the edits (when each was answered, and its con
 - lag = for each text event, the first edit showing at least that much text − the event's send time (so a
   lag sample is "how long a piece of narration waited before players could read it");
 - edits per message = edits (and sends) of the turn's message(s) that Discord accepted;
-- stream end → final text = the final edit (no cursor) − the LLM's last event sent;
+- stream end → final text = the first edit showing all of the reply (the last words) − the LLM's last event
+  sent; stream end → final edit = the edit without the cursor (sent once the turn is stored) − the same;
 - command → LLM request = the LLM server receiving the turn's request − the stand-in dispatching the command.
 """
 
@@ -36,7 +37,8 @@ class PhaseResult:
     turns: list[Turn]
     first_visible: list[float] = field(default_factory=list)  # seconds
     lag: list[float] = field(default_factory=list)  # seconds ("staleness": how far behind the reader is)
-    final_delay: list[float] = field(default_factory=list)  # seconds from the LLM's last event to the final edit
+    final_delay: list[float] = field(default_factory=list)  # seconds from the LLM's last event to the last words shown
+    final_edit: list[float] = field(default_factory=list)  # seconds from the LLM's last event to the cursor-free edit
     to_llm: list[float] = field(default_factory=list)  # seconds from the command to the LLM request
     edits: list[int] = field(default_factory=list)
     ratelimited: int = 0
@@ -113,7 +115,7 @@ def analyse(env: Env, result: PhaseResult) -> None:
             result.missing += 1
             continue
         if log.done_at is not None and turn.done_at is not None and not turn.failed:
-            result.final_delay.append(turn.done_at - log.done_at)
+            result.final_edit.append(turn.done_at - log.done_at)
         result.first_visible.append(turn.first_visible_at - log.first_text_at)
         result.edits.append(len(turn.edits))
         shown = [(t, visible_chars(c)) for t, c in turn.edits]
@@ -124,6 +126,9 @@ def analyse(env: Env, result: PhaseResult) -> None:
             if j == len(shown):
                 break  # never shown (a failed turn): not a lag sample
             result.lag.append(max(0.0, shown[j][0] - sent_at))
+        else:
+            if log.events and not turn.failed:  # every event was shown: when the last one was
+                result.final_delay.append(max(0.0, shown[j][0] - log.events[-1][0]))
 
 
 async def start_sessions(env: Env, channels: list[int]) -> None:

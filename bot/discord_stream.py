@@ -126,9 +126,9 @@ class MessageStreamer:
         self._poke()
 
     def settle(self) -> None:
-        """The model's stream has ended: show the text as final now (no cursor, the final edit's priority), not
-        once the turn has been stored. Text that follows (a tool round) brings the cursor back; then finish()
-        finds nothing left to change."""
+        """The model's stream has ended: show all its text now, with the final edit's priority, not once the turn
+        has been stored. The cursor stays until finish(): an answer shown as finished is always a stored one (a
+        crash in between must not leave players believing in a turn the story does not have)."""
         if self._closing:
             return
         self._settled = True
@@ -324,10 +324,10 @@ class MessageStreamer:
             if m.frozen:
                 continue
             last = i == len(self._msgs) - 1
-            final = self._closing or self._settled or not last
+            final = self._closing or not last
             # While writing, hold back a fence marker still arriving ("``", "```py"), so what is shown always
             # ends where a cut is safe: a token that dies right then leaves no broken fence behind.
-            end = m.end if m.end is not None else len(self._text) if final else self._safe_cut(m)
+            end = m.end if m.end is not None else len(self._text) if final or self._settled else self._safe_cut(m)
             status = self._status if last and not final and (m.created or m.kind == ORIGINAL) else None
             if last and m.shown is None and not self._text[self._eff_start(m):end].strip():
                 if not (self._closing and m.kind == ORIGINAL) and status is None:

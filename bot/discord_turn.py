@@ -80,8 +80,8 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                 elif isinstance(event, Done | Failed):
                     ending = event
                     break
-        # The DM's turn is over and its channel free for the next action before the last edits, which edit
-        # pacing may hold back for up to an interval.
+        # The DM's turn is over and its channel free for the next action before the last edits (which the
+        # streamer sends at once when the bucket has room; settle() has usually shown the last words already).
         if isinstance(ending, Failed):
             await streamer.fail(ending.message)
         else:
