@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Config
+from bot.discord_pacing import RateLimitBook
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
@@ -75,7 +76,14 @@ class DungeonMasterBot(commands.Bot):
     def __init__(self, config: Config, *, provider: LLMProvider | None = None, engine: bool = True,
                  force_sync: bool = False, sync_guild: int | None = None, **options: object) -> None:
         metrics = BotMetrics()  # always counted; served only when [metrics] port is set
-        options.setdefault("http_trace", metrics.http_trace())  # counts Discord's 429s
+        # Every answer discord.py receives passes through this book, which keeps Discord's rate-limit buckets for
+        # the streamer (bot/discord_pacing.py): discord.py itself reads them only to sleep on an empty bucket.
+        # The same trace counts Discord's 429s for the metrics (discord.py takes one trace config).
+        self.ratelimits = RateLimitBook()
+        trace = self.ratelimits.trace_config()
+        for handler in metrics.http_trace().on_request_end:
+            trace.on_request_end.append(handler)
+        options.setdefault("http_trace", trace)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=INTENTS,

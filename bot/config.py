@@ -41,8 +41,11 @@ class DiscordConfig:
     gateway_url: str = field(default="wss://gateway.discord.gg", metadata=_rule(doc="ws-url"))
     sync_commands: Literal["global", "guild", "off"] = "global"
     dev_guild_id: int | None = field(default=None, metadata=_rule(min=1))
+    # the pace while Discord has reported no rate-limit bucket (no headers yet, or a server that sends none);
     # at least 0.5: Discord allows about 5 edits per 2 s on one interaction token (0.4 meets 429s at times)
     edit_interval_seconds: float = field(default=1.0, metadata=_rule(min=0.5, max=60))
+    # the floor: no streamed message is edited more often, whatever room Discord's rate-limit bucket reports
+    min_edit_interval_seconds: float = field(default=0.25, metadata=_rule(min=0.05, max=60))
     application_id: int | None = field(default=None, metadata=_rule(min=1))
 
 
