@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from limits import RateLimitItemPerMinute
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -19,36 +21,61 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from bot.config import RetryConfig
 from bot.llm.base import LLMRequest, ProviderError
 
+log = logging.getLogger(__name__)
+
 
 class ChannelRateLimiter:
-    """``requests_per_minute`` LLM turns per channel, over a moving window.
+    """``per_minute`` hits per channel (LLM turns, or player rolls: ``name`` tells the windows apart), over a
+    moving window.
 
     On Redis (``redis://…``, when several bot processes must share the counts) the ``limits`` library keeps the
-    windows. In one process (``memory://``) they are kept here (``_LocalWindows``): limits' async memory storage
-    follows every hit with a pass over *every* channel's window, one thread-pool hop per channel, so with a few
-    hundred active channels that pass never stops and costs more CPU than the turns themselves (bench/).
+    windows, under ``key_prefix``: every process sees one window per channel, and a restart keeps them. In one
+    process (``memory://``) they are kept here (``_LocalWindows``): limits' async memory storage follows every
+    hit with a pass over *every* channel's window, one thread-pool hop per channel, so with a few hundred active
+    channels that pass never stops and costs more CPU than the turns themselves (bench/).
+
+    If Redis cannot be reached, the windows fall back to this process's own (logged once per outage) rather
+    than refusing every turn: the limit still holds per process, and the shared windows return with Redis.
     """
 
-    def __init__(self, per_minute: int, backend: str = "memory://") -> None:
+    def __init__(self, per_minute: int, backend: str = "memory://", *, name: str = "dm-turn",
+                 key_prefix: str = "dungeon-master") -> None:
         self.item = RateLimitItemPerMinute(per_minute)
+        self.name = name
         self.local: _LocalWindows | None = None
         self.limiter: MovingWindowRateLimiter | None = None
+        self.redis_down = False
         if backend.startswith(("redis://", "rediss://")):
             # redis-py's asyncio client (the `redis` package) rather than limits' default, coredis.
-            storage = storage_from_string(f"async+{backend}", implementation="redispy")
+            # Short socket timeouts: a lost Redis must cost a turn a second or two, not a hung command.
+            storage = storage_from_string(f"async+{backend}", implementation="redispy", key_prefix=key_prefix,
+                                          wrap_exceptions=True, socket_connect_timeout=2, socket_timeout=2)
             self.limiter = MovingWindowRateLimiter(storage)
+            self._fallback = _LocalWindows(self.item.amount, self.item.get_expiry())
         else:
             self.local = _LocalWindows(self.item.amount, self.item.get_expiry())
 
     async def acquire(self, channel_id: str) -> float | None:
-        """Count one turn. Returns None if allowed, else how many seconds until a turn is allowed again."""
+        """Count one hit. Returns None if allowed, else how many seconds until one is allowed again."""
         if self.local is not None:
             return self.local.hit(channel_id)
         assert self.limiter is not None
-        if await self.limiter.hit(self.item, "dm-turn", channel_id):
-            return None
-        stats = await self.limiter.get_window_stats(self.item, "dm-turn", channel_id)
-        return max(1.0, stats.reset_time - time.time())
+        try:
+            if await self.limiter.hit(self.item, self.name, channel_id):
+                allowed = None
+            else:
+                stats = await self.limiter.get_window_stats(self.item, self.name, channel_id)
+                allowed = max(1.0, stats.reset_time - time.time())
+        except StorageError as error:
+            if not self.redis_down:
+                log.warning("rate limits: Redis is unreachable (%s); counting in this process until it is back",
+                            error)
+            self.redis_down = True
+            return self._fallback.hit(channel_id)
+        if self.redis_down:
+            log.info("rate limits: Redis is back; windows are shared again")
+            self.redis_down = False
+        return allowed
 
 
 class _LocalWindows:

@@ -106,7 +106,7 @@ class DMService:
         self.store = store
         self.provider = provider
         self.rate_limiter = rate_limiter or ChannelRateLimiter(
-            config.limits.requests_per_minute, config.limits.backend
+            config.limits.requests_per_minute, config.limits.backend, key_prefix=config.limits.key_prefix
         )
         self.retry = retry or RetryPolicy(config.retry)
         self.budget = TokenBudget(config.limits.tokens_per_session)
@@ -130,7 +130,7 @@ class DMService:
                     session = await self.store.start_session(channel, starter, premise)
                 except SessionExists:
                     raise _Refused(self._session_active(await self.store.active_session(channel.channel_id)))
-                async with aclosing(self._run_turn(session, None, [])) as events:
+                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, None, [])) as events:
                     async for event in events:
                         if isinstance(event, Failed):
                             # No opening, no adventure: close it (it stays in the database) so /start can be retried.
@@ -152,7 +152,7 @@ class DMService:
                 if session is None:
                     raise _Refused(self._no_session())
                 pending = Turn(0, session.id, 0, "player", player, text, "pending", time.time())
-                async with aclosing(self._run_turn(session, player, [pending])) as events:
+                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, player, [pending])) as events:
                     async for event in events:
                         yield event
         except _Refused as refused:

@@ -6,6 +6,7 @@ without the DM service changing. All SQL lives behind this interface.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -137,5 +138,9 @@ class Store(Protocol):
     async def usage_totals(self, session_id: int) -> UsageTotals: ...
 
     async def get_meta(self, key: str) -> str | None: ...
+
+    def turn_lock(self, session_id: int) -> AbstractAsyncContextManager[None]:
+        """Held around a turn's LLM call and writes: one turn at a time per session, in every process sharing
+        the database, and never left behind by a process that dies (bot/store/turnlock.py)."""
 
     async def set_meta(self, key: str, value: str) -> None: ...

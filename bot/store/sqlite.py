@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 
 from bot.llm.base import Usage
+from bot.store.turnlock import LocalTurnLocks
 from bot.store.base import (
     CallRecord,
     Channel,
@@ -125,6 +126,12 @@ class SQLiteStore:
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self.interrupted_on_open = 0
+        self._turn_locks = LocalTurnLocks()
+
+    def turn_lock(self, session_id: int) -> AbstractAsyncContextManager[None]:
+        """One turn at a time per session. One process owns an SQLite file, so an in-process lock suffices
+        (bot/store/turnlock.py; the PostgreSQL store holds an advisory lock instead)."""
+        return self._turn_locks.hold(session_id)
 
     @property
     def db(self) -> aiosqlite.Connection:
