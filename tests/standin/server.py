@@ -121,8 +121,9 @@ class DiscordStandIn:
     # -- interactions -------------------------------------------------------------------------------------
     def _defaults(self, guild_id: Any, channel_id: int | None, user_id: int | None) -> tuple[int | None, int, int]:
         world = self._state.world
-        if guild_id is _DEFAULT:
-            guild_id = next(iter(world.guilds), None)
+        if guild_id is _DEFAULT:  # the channel's guild, else the first one
+            guild_id = world.channel_guild.get(channel_id) if channel_id in world.channel_guild \
+                else next(iter(world.guilds), None)
         if user_id is None:
             humans = [m.id for m in world.guilds[guild_id].members if not m.bot] if guild_id else []
             user_id = humans[0] if humans else 100_000_000_000_000_001
