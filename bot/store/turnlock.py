@@ -6,13 +6,15 @@ channel's turns one after another (``DMService``); this lock makes that hold acr
 always sees the one before it, and two turns never write the same session at once.
 
 - ``LocalTurnLocks`` (SQLite: one process owns the file): an ``asyncio.Lock`` per session, nothing more.
-- ``AdvisoryTurnLocks`` (PostgreSQL): a session-level advisory lock per session, all of this process's locks
-  held by ONE dedicated connection, taken with ``pg_try_advisory_lock`` and retried with a short backoff while
-  another process holds it. Session-level locks belong to the connection: when the process dies (even by
-  ``kill -9``) the server sees the socket close and releases them, so a lock is never left behind. One
-  connection however many turns are in flight (a blocking ``pg_advisory_lock`` or an ``xact`` lock would tie
-  up a pooled connection for the whole LLM call). The key is two 32-bit ints: ``(NAMESPACE, session id)``, so
-  the bot's locks cannot collide with another application's in the same database.
+- ``AdvisoryTurnLocks`` (PostgreSQL): a session-level advisory lock per session. Uncontended (the normal case:
+  a channel's commands reach one process) every lock of this process is taken with ``pg_try_advisory_lock``
+  on ONE dedicated connection, however many turns are in flight (a blocking ``pg_advisory_lock`` or an
+  ``xact`` lock would tie up a pooled connection for the whole LLM call). When another process holds it, the
+  turn queues with a blocking ``pg_advisory_lock`` on a connection of its own, so turns are served in the
+  order they arrived. Session-level locks belong to their connection: when the process dies (even by
+  ``kill -9``) the server sees the socket close and releases them, so a lock is never left behind. The key is
+  two 32-bit ints, ``(NAMESPACE, session id)``, so the bot's locks cannot collide with another application's
+  in the same database.
 
 Both are async context managers factories: ``async with locks.hold(session_id): ...``.
 """
@@ -28,7 +30,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 NAMESPACE = 0x444D5431  # "DMT1": the first half of every turn lock's key
-RETRY_FIRST, RETRY_MAX = 0.02, 0.25  # seconds between tries while another process holds the lock
 
 
 def lock_key(session_id: int) -> tuple[int, int]:
@@ -84,12 +85,7 @@ class AdvisoryTurnLocks:
                 # The locks died with the old connection; the turns holding them go on unprotected.
                 log.warning("the turn-lock connection to PostgreSQL was lost while %d turns held locks",
                             len(self.held))
-            connect = self._connect
-            if connect is None:
-                import asyncpg
-
-                connect = asyncpg.connect
-            self._conn = await connect(self.dsn)
+            self._conn = await self._open()
         return self._conn
 
     async def _query(self, sql: str, session_id: int) -> Any:
@@ -107,11 +103,7 @@ class AdvisoryTurnLocks:
     @asynccontextmanager
     async def hold(self, session_id: int) -> AsyncIterator[None]:
         async with self._local.hold(session_id):
-            delay = RETRY_FIRST
-            while not await self.try_hold(session_id):
-                self.waits += 1
-                await asyncio.sleep(delay)
-                delay = min(RETRY_MAX, delay * 2)
+            waiter = None if await self.try_hold(session_id) else await self._wait_in_line(session_id)
             self.held.add(session_id)
             try:
                 yield
@@ -119,9 +111,36 @@ class AdvisoryTurnLocks:
                 self.held.discard(session_id)
                 # Shielded: a cancelled turn must still let go (else the lock lives until the connection closes).
                 try:
-                    await asyncio.shield(self.release(session_id))
+                    if waiter is None:
+                        await asyncio.shield(self.release(session_id))
+                    else:
+                        await asyncio.shield(waiter.close())  # its locks end with it
                 except Exception:  # the connection is gone, and the lock with it
                     log.warning("could not release the turn lock of session %s (connection lost)", session_id)
+                    if waiter is not None:
+                        waiter.terminate()
+
+    async def _wait_in_line(self, session_id: int) -> Any:
+        """Another process holds the lock: queue for it with a blocking ``pg_advisory_lock`` on a connection of
+        our own, so waiters are served first come, first served (PostgreSQL's lock queue), the turns of one
+        channel in the order they arrived. Such waits happen only when two processes receive one channel's
+        commands (a rolling restart), so a connection per waiting turn costs little."""
+        self.waits += 1
+        waiter = await self._open()
+        try:
+            await waiter.execute("SELECT pg_advisory_lock($1, $2)", *lock_key(session_id))
+        except BaseException:
+            waiter.terminate()  # cancelled while waiting: whatever it got ends with the connection
+            raise
+        return waiter
+
+    async def _open(self) -> Any:
+        connect = self._connect
+        if connect is None:
+            import asyncpg
+
+            connect = asyncpg.connect
+        return await connect(self.dsn)
 
     async def close(self) -> None:
         if self._conn is not None and not self._conn.is_closed():

@@ -122,3 +122,24 @@ async def test_a_turn_cancelled_while_holding_or_waiting_lets_go(two_processes):
     assert await lock_holders(SESSION) == 0, "nothing was left behind"
     assert await second.try_hold(SESSION)
     await second.release(SESSION)
+
+
+async def test_waiting_turns_are_served_in_arrival_order(two_processes):
+    """A's turn holds the lock; B's turn arrives, then A's next one: B goes first (PostgreSQL's lock queue), as
+    the players sent them, instead of A taking its own lock again the moment it lets go."""
+    first, second = two_processes
+    order = []
+
+    async def turn(locks: AdvisoryTurnLocks, name: str, hold: float) -> None:
+        async with locks.hold(SESSION):
+            order.append(name)
+            await asyncio.sleep(hold)
+
+    one = asyncio.create_task(turn(first, "a1", 0.3))
+    await asyncio.sleep(0.05)
+    two = asyncio.create_task(turn(second, "b1", 0.05))
+    await asyncio.sleep(0.1)
+    three = asyncio.create_task(turn(first, "a2", 0.0))
+    await asyncio.gather(one, two, three)
+    assert order == ["a1", "b1", "a2"]
+    assert await lock_holders(SESSION) == 0
