@@ -12,6 +12,7 @@ from pathlib import Path
 from bot.config import Config, ConfigError, load_config, read_secrets
 from bot.engine import llm_setup_problem
 from bot.logs import setup_logging
+from bot.store import StoreError, mask_url, store_for
 
 TOKEN_STEPS = """DISCORD_TOKEN is not set, so the bot cannot log in to Discord. To set it up:
   1. Open https://discord.com/developers/applications and press "New Application"; give it a name.
@@ -52,7 +53,7 @@ def describe(config: Config) -> str:
         f"configuration: {config.source}",
         f"llm:       provider={llm.provider} model={llm.model} base_url={llm.base_url or '(official API)'} "
         f"max_output_tokens={llm.max_output_tokens} temperature={llm.temperature} timeout={llm.timeout_seconds:g}s",
-        f"database:  {config.database.url}",
+        f"database:  {mask_url(config.database.url)}",
         f"limits:    {limits.requests_per_minute} turns/min per channel, {limits.tokens_per_session:,} tokens per "
         f"session, backend={limits.backend}"
         f"{' key_prefix=' + limits.key_prefix if limits.backend.startswith('redis') else ''}, max_queued_turns={limits.max_queued_turns}",
@@ -76,6 +77,26 @@ def describe(config: Config) -> str:
     return "\n".join(lines)
 
 
+def database_problem(config: Config) -> str | None:
+    """One line if the configured database cannot be used (unreachable, corrupt, unreadable, written by a newer
+    bot), else None. Nothing is created or migrated."""
+    try:
+        asyncio.run(store_for(config.database.url).inspect())
+    except StoreError as error:
+        return f"dungeon-master: {error}"
+    return None
+
+
+def _url_password(url: str) -> list[str]:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -90,10 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = message.replace(secret, "[redacted]") if len(secret) >= 6 else message
         print(f"dungeon-master: configuration error: {message}", file=sys.stderr)
         return 2
-    setup_logging(config.secrets.values())
+    setup_logging([*config.secrets.values(), *_url_password(config.database.url)])
 
     if args.command == "check":
         print(describe(config))
+        try:
+            print(f"store:     {asyncio.run(store_for(config.database.url).inspect())}")
+        except StoreError as error:
+            print(f"dungeon-master: {error}", file=sys.stderr)
+            return 2
         problem = llm_setup_problem(config)
         if problem:
             print(f"\n{problem}", file=sys.stderr)
@@ -110,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return asyncio.run(play(config))
+        except StoreError as error:
+            print(f"dungeon-master: {error}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("\nFarewell! Your adventure is saved.")
             return 0
@@ -132,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(sync_now(config, guild_id=args.guild))
 
-    problem = llm_setup_problem(config)
+    problem = llm_setup_problem(config) or database_problem(config)
     if problem:
         print(problem, file=sys.stderr)
         return 2

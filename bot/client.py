@@ -19,7 +19,8 @@ from bot.config import Config
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
-from bot.store.sqlite import SQLiteStore
+from bot.store import StoreError, store_for
+from bot.store.sql import SQLStore
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,13 @@ class DungeonMasterBot(commands.Bot):
         self._engine = engine  # False for `dungeon-master sync`: commands only, no store or LLM
         self._force_sync = force_sync
         self._sync_guild = sync_guild
-        self.store: SQLiteStore | None = None
+        self.store: SQLStore | None = None
         self.dm: DMService | None = None
         self.turns_in_flight: set[asyncio.Task[object]] = set()  # DM turns being shown (bot/discord_turn.py)
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
-        self.store = SQLiteStore(self.config.sqlite_path)
+        self.store = store_for(self.config.database.url)
         await self.store.open()
         if self.store.interrupted_on_open:
             log.warning("%d turns were cut by the last stop; they are kept as interrupted",
@@ -182,6 +183,9 @@ def run_bot(config: Config) -> int:
         # One line, not a traceback (which would bypass the log's secret filter on its way to stderr).
         print("dungeon-master: Discord refused DISCORD_TOKEN (401). Copy the token again from the Developer "
               "Portal (your application → Bot → Reset Token) into .env or the environment.", file=sys.stderr)
+        return 2
+    except StoreError as error:  # the database went away (or was replaced) since `run` checked it
+        print(f"dungeon-master: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -207,17 +207,18 @@ def _check_format(where: str, kind: str, value: Any) -> None:
     prefixes = {
         "url": ("http://", "https://"),
         "ws-url": ("ws://", "wss://"),
-        "db-url": ("sqlite:///",),
+        "db-url": ("sqlite:///", "postgresql://", "postgres://"),
         "limits-backend": ("memory://", "redis://", "rediss://"),
     }.get(kind)
     if kind == "key-prefix" and not (value and value.replace("-", "").replace("_", "").replace(".", "").isalnum()):
         raise ConfigError(f"{where} = {_fmt(value)} must be letters, digits, '-', '_' or '.' (and not empty)")
     if prefixes and not str(value).startswith(prefixes):
         allowed = " or ".join(f'"{p}…"' for p in prefixes)
-        hint = ""
-        if kind == "db-url" and str(value).startswith(("postgres://", "postgresql://")):
-            hint = " (a PostgreSQL store is not available yet)"
-        raise ConfigError(f"{where} = {_fmt(value)} must start with {allowed}{hint}")
+        if kind == "db-url":  # a URL may carry a password: never show it
+            from bot.store.base import mask_url
+
+            value = mask_url(str(value))
+        raise ConfigError(f"{where} = {_fmt(value)} must start with {allowed}")
 
 
 def _build_section(cls: type, table: Mapping[str, Any], name: str, origin: Mapping[str, str]) -> Any:

@@ -21,3 +21,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+from tests.pgdb import postgres_database, postgres_url  # noqa: E402,F401  (fixtures for every test folder)

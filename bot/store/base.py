@@ -1,14 +1,17 @@
 """The persistence interface the DM service talks to, and the records it returns.
 
-SQLite (``bot.store.sqlite``) implements it now; a PostgreSQL store can implement the same methods later
-without the DM service changing. All SQL lives behind this interface.
+SQLite (``bot.store.sqlite``) and PostgreSQL (``bot.store.postgres``) implement it with the same SQL, written
+once in ``bot.store.sql`` (see there how to add a table and a method to both). ``bot.store.store_for(url)``
+picks one from ``[database] url``. All SQL lives behind this interface.
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.llm.base import Usage
 
@@ -18,6 +21,25 @@ TurnStatus = Literal["pending", "complete", "failed", "interrupted"]
 
 class SessionExists(Exception):
     """A channel already has an active session."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (if any, also a ``password=`` parameter) replaced by ``***``."""
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rpartition("@")
+        user = netloc[0].partition(":")[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    except ValueError:
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreachable, corrupt, written by a newer bot, unknown URL scheme): one line
+    for the operator, with any password in a URL masked. The CLI prints it and exits with code 2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +112,36 @@ class UsageTotals:
     calls: int
 
 
+@dataclass(frozen=True, slots=True)
+class TokenCap:
+    """One limit a turn's tokens are held against before its LLM call (``bot.dm.guards.TokenBudget`` builds them).
+
+    ``counter`` names a row of token_counters (e.g. ``player:u1:2026-12-01``, ``guild:g1:2026-12``); None means
+    the adventure's own usage ledger. ``limit`` 0 = counted but never refused."""
+
+    name: Literal["adventure", "player_day", "server_month"]
+    limit: int
+    counter: str | None = None
+    resets_at: float | None = None  # UNIX time the counter starts again from zero; None = never
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Tokens held for one turn until ``settle_reservation`` charges what the provider reported instead."""
+
+    id: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapReached:
+    """Why a reservation was refused: ``used`` (charged plus held by calls in flight) + ``needed`` > the limit."""
+
+    cap: TokenCap
+    used: int
+    needed: int
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Create or migrate the schema, and mark turns left pending by a crash as interrupted."""
@@ -136,6 +188,15 @@ class Store(Protocol):
         """The session's complete turns in order, skipping the first ``offset``."""
 
     async def usage_totals(self, session_id: int) -> UsageTotals: ...
+
+    async def reserve_tokens(
+        self, session_id: int, tokens: int, caps: list[TokenCap], *, now: float
+    ) -> Reservation | CapReached:
+        """Atomically, across processes: check every cap (charged + held + ``tokens``) and hold ``tokens`` against
+        all of them, or hold nothing and say which cap is reached."""
+
+    async def settle_reservation(self, reservation: Reservation, used_tokens: int) -> None:
+        """Release the hold and charge the counters ``used_tokens`` (what the provider reported)."""
 
     async def get_meta(self, key: str) -> str | None: ...
 

@@ -23,19 +23,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = 0x444D5431  # "DMT1": the first half of every turn lock's key
 
 
-def lock_key(session_id: int) -> tuple[int, int]:
-    """The advisory lock key of a session: (NAMESPACE, session id folded into a signed 32-bit int)."""
-    folded = session_id & 0xFFFFFFFF
-    return NAMESPACE, folded - (1 << 32) if folded >= 1 << 31 else folded
+def _int32(value: int) -> int:
+    folded = value & 0xFFFFFFFF
+    return folded - (1 << 32) if folded >= 1 << 31 else folded
+
+
+def namespace_for(dsn: str) -> int:
+    """NAMESPACE, or a value derived from the URL's ``search_path`` when it names one: advisory locks are
+    per database, so bots kept apart by schema (one database, several schemas) must not share lock keys."""
+    search_path = parse_qs(urlsplit(dsn).query).get("search_path", [""])[0]
+    return NAMESPACE if not search_path else _int32(zlib.crc32(f"DMT1:{search_path}".encode()))
+
+
+def lock_key(session_id: int, namespace: int = NAMESPACE) -> tuple[int, int]:
+    """The advisory lock key of a session: (namespace, session id folded into a signed 32-bit int)."""
+    return namespace, _int32(session_id)
 
 
 class _PerSession:
@@ -72,6 +85,7 @@ class AdvisoryTurnLocks:
 
     def __init__(self, dsn: str, *, connect: Any = None) -> None:
         self.dsn = dsn
+        self.namespace = namespace_for(dsn)
         self._connect = connect
         self._conn: Any = None
         self._io = asyncio.Lock()  # an asyncpg connection runs one query at a time
@@ -91,7 +105,7 @@ class AdvisoryTurnLocks:
     async def _query(self, sql: str, session_id: int) -> Any:
         async with self._io:
             conn = await self._connection()
-            return await conn.fetchval(sql, *lock_key(session_id))
+            return await conn.fetchval(sql, *lock_key(session_id, self.namespace))
 
     async def try_hold(self, session_id: int) -> bool:
         """One try: True if this process now holds the session's lock."""
@@ -128,7 +142,7 @@ class AdvisoryTurnLocks:
         self.waits += 1
         waiter = await self._open()
         try:
-            await waiter.execute("SELECT pg_advisory_lock($1, $2)", *lock_key(session_id))
+            await waiter.execute("SELECT pg_advisory_lock($1, $2)", *lock_key(session_id, self.namespace))
         except BaseException:
             waiter.terminate()  # cancelled while waiting: whatever it got ends with the connection
             raise

@@ -64,7 +64,7 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
         ("[discord]\nsync_commands = 'sometimes'", '[discord] sync_commands = "sometimes" is not allowed'),
         ("[discord]\nsync_commands = 'guild'", "sync_commands = \"guild\" needs dev_guild_id"),
         ("[discord]\napi_base_url = 'discord.com'", '[discord] api_base_url = "discord.com" must start with "http://…"'),
-        ("[database]\nurl = 'postgresql://x/y'", "(a PostgreSQL store is not available yet)"),
+        ("[database]\nurl = 'mysql://me:hunter22@x/y'", '[database] url = "mysql://me:***@x/y" must start with'),
         ("[limits]\nbackend = 'memcached://x'", '[limits] backend = "memcached://x" must start with "memory://…"'),
         ("[discord]\ntoken = 'abc'", "[discord] token: secrets are never read from config.toml; set DISCORD_TOKEN"),
         ("[llm]\napi_key = 'abc'", "secrets are never read from config.toml"),

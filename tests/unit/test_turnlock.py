@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from bot.store.turnlock import NAMESPACE, AdvisoryTurnLocks, LocalTurnLocks, lock_key
+from bot.store.turnlock import NAMESPACE, AdvisoryTurnLocks, LocalTurnLocks, lock_key, namespace_for
 from tests.services import PG_ADMIN_DSN, require
 
 
@@ -24,6 +24,13 @@ async def lock_holders(session_id: int) -> int:
                                    "objid = ($2::bigint & 4294967295)::text::oid AND objsubid = 2", ns, key)
     finally:
         await conn.close()
+
+
+def test_schemas_of_one_database_get_their_own_lock_keys():
+    assert namespace_for("postgresql://h/db") == NAMESPACE
+    kept_apart = {namespace_for(f"postgresql://h/db?search_path=s{i}") for i in range(50)}
+    assert len(kept_apart) == 50 and NAMESPACE not in kept_apart
+    assert all(-(2**31) <= n < 2**31 for n in kept_apart)
 
 
 def test_keys_fit_postgres_int4_and_keep_small_ids():
