@@ -238,7 +238,7 @@ class DMService:
             per_minute = self.config.limits.requests_per_minute
             raise _Refused(Failed("rate_limited", f"This channel has reached its limit of {per_minute} DM turns "
                                                   f"a minute. Try again in {wait:.0f} s.", retry_after=wait))
-        self._queued[channel_id] = queued + 1
+        self._queued[channel_id] = self._queued.get(channel_id, 0) + 1  # re-read: acquire() awaits (Redis)
         lock = self._locks.setdefault(channel_id, asyncio.Lock())
         try:
             async with lock:

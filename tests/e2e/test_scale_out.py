@@ -19,6 +19,7 @@ import re
 import pytest
 import pytest_asyncio
 
+from tests.e2e.faultkit import CURSOR, seen
 from tests.e2e.shardrig import CHANNELS_A, GUILD, SHARDS, ShardRig
 from tests.services import fresh_database, require
 
@@ -133,11 +134,9 @@ async def test_kill_9_mid_turn_leaves_no_lock_behind(rig):
     await rig.command("start", {"premise": "a prison"}, channel)
     rig.llmock.pace(60)
     rig.llmock.reply(" ".join([ANSWER] * 3))  # streams for several seconds
-    calls = len(rig.llmock.requests)
     doomed = await rig.invoke("act", {"action": "I pick the lock"}, channel)
-    await rig.standin.wait_for(lambda: len(rig.llmock.requests) > calls, timeout=15)
-    await asyncio.sleep(0.3)  # the answer is streaming: the lock is held
-    assert await rig.turn_locks_held() == 1
+    await rig.standin.wait_for(lambda: any(m.content.endswith(CURSOR) for m in seen(rig.standin, doomed)), 15)
+    assert await rig.turn_locks_held() == 1, "the answer is streaming: its turn lock is held"
     victim = rig.owner(doomed)  # the process running the turn
     await rig.kill(victim)
     async with asyncio.timeout(5):
