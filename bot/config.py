@@ -82,6 +82,9 @@ class LimitsConfig:
     # Prepended to every rate-limit key on Redis, so several bots (or test runs) can share one Redis.
     key_prefix: str = field(default="dungeon-master", metadata=_rule(doc="key-prefix"))
     max_queued_turns: int = field(default=5, metadata=_rule(min=1, max=100))
+    # 0 = no cap; per-server values can override them (admin settings)
+    monthly_tokens_per_server: int = field(default=0, metadata=_rule(min=0))
+    daily_tokens_per_player: int = field(default=0, metadata=_rule(min=0))
 
 
 @dataclass(frozen=True)

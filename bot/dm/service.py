@@ -109,7 +109,7 @@ class DMService:
             config.limits.requests_per_minute, config.limits.backend, key_prefix=config.limits.key_prefix
         )
         self.retry = retry or RetryPolicy(config.retry)
-        self.budget = TokenBudget(config.limits.tokens_per_session)
+        self.budget = TokenBudget.from_config(config.limits)
         self.system = system_prompt(config.dm, tools=config.dm.dm_rolls)
         self.tools = (ROLL_DICE,) if config.dm.dm_rolls else ()
         self.price: Price | None = price_for(config.llm.provider, config.llm.model, config.prices)
@@ -265,15 +265,24 @@ class DMService:
         )
 
     async def _run_turn(self, session: Session, player: Player | None, extra: list[Turn]) -> AsyncIterator[DMEvent]:
+        """Hold the turn's estimated tokens against every cap (atomically in the store, so it holds across
+        processes), run the turn, then settle the hold with the usage the provider reported."""
         request = await self._request(session, extra)
-        used = (await self.store.usage_totals(session.id)).usage.total
-        limit = self.budget.limit_for(session.token_limit)
-        refusal = self.budget.refusal(used, estimate_tokens(request) + request.max_tokens, limit)
-        if refusal:
-            yield Failed("budget", refusal)
+        hold = await self.budget.reserve(self.store, session, player, estimate_tokens(request) + request.max_tokens)
+        if isinstance(hold, str):
+            yield Failed("budget", hold)
             return
-        player_turn = await self.store.begin_turn(session.id, player, extra[0].content) if player else None
         calls: list[CallRecord] = []
+        try:
+            async with aclosing(self._reserved_turn(session, player, extra, request, calls)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            await asyncio.shield(self.budget.settle(self.store, hold, calls))
+
+    async def _reserved_turn(self, session: Session, player: Player | None, extra: list[Turn], request: LLMRequest,
+                             calls: list[CallRecord]) -> AsyncIterator[DMEvent]:
+        player_turn = await self.store.begin_turn(session.id, player, extra[0].content) if player else None
         rolls: list[RollRecord] = []
         narration: list[str] = []
         try:
