@@ -40,7 +40,8 @@ from tests.standin import DiscordStandIn, Limits
 RESULTS = Path(__file__).with_name("scale.json")
 GUILD_BASE = 820_000_000_000_000_000
 CHANNEL_BASE = 830_000_000_000_000_000
-GUILDS, SHARDS = 4, 2
+PLAYER_BASE = 840_000_000_000_000_000
+CHANNELS_PER_GUILD, SHARDS = 10, 2
 PG_ADMIN = os.environ.get("BENCH_PG_DSN", "postgresql://root@127.0.0.1:5432/test")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -67,16 +68,23 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def guild_count(channels: int) -> int:
+    return max(SHARDS, -(-channels // CHANNELS_PER_GUILD) // SHARDS * SHARDS + SHARDS)
+
+
 def guild_specs(channels: int) -> tuple[list[dict[str, Any]], dict[int, int]]:
-    """``channels`` text channels over GUILDS guilds whose ids alternate between the two shards."""
+    """``channels`` text channels, CHANNELS_PER_GUILD to a guild (many servers, each with a few tables, as a
+    public bot has), over guilds whose ids alternate between the two shards. Each channel has its own player."""
     specs, where = [], {}
-    for g in range(GUILDS):
+    guilds = guild_count(channels)
+    for g in range(guilds):
         guild_id = GUILD_BASE + g * (1 << 22)  # (guild_id >> 22) % 2 alternates
         chans = [{"id": CHANNEL_BASE + i, "name": f"table-{i}", "position": i}
-                 for i in range(g, channels, GUILDS)]
+                 for i in range(g, channels, guilds)]
         where.update({c["id"]: guild_id for c in chans})
         specs.append({"id": guild_id, "name": f"Scale Keep {g}", "channels": chans,
-                      "members": [{"id": PLAYER, "name": "aria"}]})
+                      "members": [{"id": PLAYER_BASE + c["id"] - CHANNEL_BASE, "name": f"p{c['id'] % 10000}"}
+                                  for c in chans] or [{"id": PLAYER, "name": "aria"}]})
     return specs, where
 
 
@@ -123,6 +131,15 @@ class ScaleEnv(Env):
     def cpu_seconds(self) -> float:
         return sum(b.cpu_seconds() for b in self.bots)
 
+    async def command(self, name: str, channel_id: int, text: str = "") -> Turn:
+        """As Env.command, by the channel's own player (one player everywhere would share one daily counter)."""
+        marker = self.marker()
+        options = {"action": f"I search the room, {text or 'carefully'} {marker}"} if name == "act" else \
+            {"premise": f"a heist in a floating city {marker}"}
+        handle = await self.standin.invoke(name, options, guild_id=self.where[channel_id], channel_id=channel_id,
+                                           user_id=PLAYER_BASE + channel_id - CHANNEL_BASE)
+        return self.tracker.add(marker, channel_id, handle.token)
+
 
 @contextlib.asynccontextmanager
 async def pg_database() -> AsyncIterator[str]:
@@ -142,7 +159,8 @@ async def pg_database() -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def world(setup: Setup, channels: int) -> AsyncIterator[ScaleEnv]:
-    specs, where = guild_specs(channels + GUILDS)  # the last GUILDS channels warm up (one per guild)
+    warm_count = guild_count(channels)
+    specs, where = guild_specs(channels + warm_count)  # the last ones warm up (one per guild)
     standin = await DiscordStandIn(application_id=APP_ID, bot_user_id=BOT_ID, bot_token=TOKEN, guilds=specs,
                                    validate=False, limits=Limits()).start()
     llm = await LLMServer(INSTANT).start()
@@ -169,7 +187,7 @@ async def world(setup: Setup, channels: int) -> AsyncIterator[ScaleEnv]:
                     b.log_path.read_text(errors="replace")[-1500:] for b in bots if not b.alive()))
             await standin.wait_for_commands("start", "act", timeout=60)
             env = ScaleEnv(standin, llm, bots, where)
-            warm, env.channels = env.channels[-GUILDS:], env.channels[:-GUILDS]
+            warm, env.channels = env.channels[-warm_count:], env.channels[:-warm_count]
             for channel in warm:
                 await env.play("start", channel)
                 await env.play("act", channel)
@@ -190,56 +208,74 @@ class Phase:
     seconds: float
     failed: int
     first_text_ms: list[float] = field(default_factory=list, repr=False)
+    to_model_ms: list[float] = field(default_factory=list, repr=False)  # /act to the LLM request
+    to_defer_ms: list[float] = field(default_factory=list, repr=False)  # /act to the bot's acknowledgement
     bot_cores: float = 0.0
     bench_cores: float = 0.0
+    load: float = 0.0  # the machine's 1-minute load average at the end (other work on a shared machine shows here)
 
     @property
     def per_second(self) -> float:
         return self.turns / self.seconds
 
-    def p(self, q: float) -> float:
-        return percentile(self.first_text_ms, q)
+    def p(self, q: float, which: str = "first_text_ms") -> float:
+        return percentile(getattr(self, which), q)
 
     def row(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("first_text_ms")
+        data.pop("to_model_ms")
+        data.pop("to_defer_ms")
         data.update(turns_per_second=round(self.per_second, 2), first_text_p50_ms=round(self.p(50), 1),
-                    first_text_p99_ms=round(self.p(99), 1))
+                    first_text_p99_ms=round(self.p(99), 1), to_model_p50_ms=round(self.p(50, "to_model_ms"), 1),
+                    to_ack_p50_ms=round(self.p(50, "to_defer_ms"), 1))
         return data
 
 
 async def phase(env: ScaleEnv, setup: Setup, llm_name: str, pace: Pace, n: int, duration: float) -> Phase:
-    """n channels in a closed loop of /act for ``duration`` s (after a ramp of one answer's length)."""
+    """n channels in a closed loop of /act (the next action as soon as the answer is final). Measured over
+    ``duration`` seconds of steady state: from when every channel has finished its first turn of the phase."""
     env.llm.pace = pace
     answer = pace.ttft_seconds + (pace.reply_tokens / pace.tokens_per_second if not pace.instant else 0.0)
     ramp = min(3.0, max(1.0, answer))
-    start = time.monotonic()
-    counted_from, end = start + ramp, start + ramp + duration
     played: list[Turn] = []
-    cpu0, meter = None, None
+    first_done: set[int] = set()
+    steady = asyncio.Event()
+    window: dict[str, float] = {}
 
     async def loop(i: int, channel: int) -> None:
         await asyncio.sleep(ramp * i / n)
-        while time.monotonic() < end:
+        while "end" not in window or time.monotonic() < window["end"]:
             turn = await env.command("act", channel)
             played.append(turn)
             await env.wait(turn, 120)
+            first_done.add(channel)
+            if len(first_done) == n and not steady.is_set():
+                steady.set()
 
     async def measure() -> None:
-        nonlocal cpu0, meter
-        await asyncio.sleep(ramp)
-        cpu0, meter = env.cpu_seconds(), CpuMeter()
+        await steady.wait()
+        window["start"], window["end"] = time.monotonic(), time.monotonic() + duration
+        window["cpu"], window["meter"] = env.cpu_seconds(), CpuMeter()  # type: ignore[assignment]
+        await asyncio.sleep(duration)
+        window["cpu"] = env.cpu_seconds() - window["cpu"]
+        window["bench"] = window.pop("meter").share()  # type: ignore[attr-defined]
 
     await asyncio.gather(measure(), *(loop(i, c) for i, c in enumerate(env.channels[:n])))
-    wall = time.monotonic() - counted_from
-    # Throughput: answers that became final inside the window; latency: turns whose first text showed in it.
-    done = [t for t in played if t.done_at is not None and counted_from <= t.done_at <= end]
+    lo, hi = window["start"], window["end"]
+    # Throughput: answers that became final in the window; latency: turns whose first text showed in it.
+    done = [t for t in played if t.done_at is not None and lo <= t.done_at <= hi]
     result = Phase(setup.key, llm_name, n, len(done), duration, sum(t.failed is not None for t in done))
-    result.first_text_ms = [(t.first_visible_at - t.invoked_at) * 1000 for t in played
-                            if t.first_visible_at is not None and counted_from <= t.first_visible_at <= end]
-    assert cpu0 is not None and meter is not None
-    result.bot_cores = (env.cpu_seconds() - cpu0) / wall
-    result.bench_cores = meter.share()
+    shown = [t for t in played if t.first_visible_at is not None and lo <= t.first_visible_at <= hi]
+    result.first_text_ms = [(t.first_visible_at - t.invoked_at) * 1000 for t in shown]  # type: ignore[operator]
+    result.to_model_ms = [(env.llm.logs[t.marker].received_at - t.invoked_at) * 1000 for t in shown
+                          if t.marker in env.llm.logs]
+    acked = {r.path.split("/")[3]: r.time for r in env.standin.requests
+             if r.path.startswith("/interactions/") and r.path.endswith("/callback") and lo - 60 <= r.time}
+    result.to_defer_ms = [(acked[t.token] - t.invoked_at) * 1000 for t in shown if t.token in acked]
+    result.bot_cores = window["cpu"] / duration
+    result.bench_cores = window["bench"]
+    result.load = os.getloadavg()[0]
     return result
 
 
@@ -254,19 +290,22 @@ async def run_setup(setup: Setup, plan: list[tuple[str, Pace, list[int]]], durat
             for n in counts:
                 result = await phase(env, setup, llm_name, pace, n, duration)
                 say(f"  {llm_name:>10} {n:4d} channels: {result.per_second:6.1f} turns/s, first text p50 "
-                    f"{result.p(50):7.0f} ms p99 {result.p(99):7.0f} ms, failed {result.failed}, bot CPU "
-                    f"{result.bot_cores:.2f} cores, bench {result.bench_cores:.2f}")
+                    f"{result.p(50):7.0f} ms p99 {result.p(99):7.0f} ms (to the model p50 "
+                    f"{result.p(50, 'to_model_ms'):.0f} ms, acknowledged p50 {result.p(50, 'to_defer_ms'):.0f} ms), failed {result.failed}, bot CPU "
+                    f"{result.bot_cores:.2f} cores, bench {result.bench_cores:.2f}, load {result.load:.1f}")
                 results.append(result)
                 await asyncio.sleep(1.0)
     return results
 
 
 def table(results: list[Phase]) -> str:
-    lines = ["| setup | LLM | channels | turns/s | first text p50 / p99 | failed | bot CPU (cores) | bench CPU |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| setup | LLM | channels | turns/s | first text p50 / p99 | of which to the model (p50) | failed | "
+             "bot CPU (cores) | bench CPU | load |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {SETUPS[r.setup].label} | {r.llm} | {r.channels} | {r.per_second:.1f} | "
-                     f"{r.p(50):,.0f} / {r.p(99):,.0f} ms | {r.failed} | {r.bot_cores:.2f} | {r.bench_cores:.2f} |")
+                     f"{r.p(50):,.0f} / {r.p(99):,.0f} ms | {r.p(50, 'to_model_ms'):,.0f} ms | {r.failed} | "
+                     f"{r.bot_cores:.2f} | {r.bench_cores:.2f} | {r.load:.1f} |")
     return "\n".join(lines)
 
 
