@@ -1,4 +1,4 @@
-"""``dungeon-master run | play | invite | sync | check`` (also ``python -m bot``)."""
+"""``dungeon-master run | play | invite | sync | check | health | migrate-db`` (also ``python -m bot``)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="register the slash commands with Discord now")
     sync.add_argument("--guild", type=int, metavar="ID", help="register to this server only (shows at once)")
     commands.add_parser("check", help="validate the configuration and show what would be used")
+    commands.add_parser("health", help="ask the running bot's /healthz (exit 0 = healthy, or no [metrics] port)")
+    migrate = commands.add_parser(
+        "migrate-db", help="copy the configured SQLite database into an empty PostgreSQL database (stop the bot first)")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="the PostgreSQL database to copy into: postgresql://user:password@host:5432/dbname")
     for sub in commands.choices.values():
         sub.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config file")
     return parser
@@ -61,6 +66,10 @@ def describe(config: Config) -> str:
         f"max_retry_after={retry.max_retry_after_seconds:g}s",
         f"dm:        history_messages={config.dm.history_messages} content_rating={config.dm.content_rating} "
         f"dm_rolls={str(config.dm.dm_rolls).lower()}",
+        "metrics:   " + (f"http://{config.metrics.host}:{config.metrics.port}/metrics and /healthz"
+                          if config.metrics.port else "off ([metrics] port unset)"),
+        f"caps:      {limits.monthly_tokens_per_server or 'no'} tokens/month per server, "
+        f"{limits.daily_tokens_per_player or 'no'} tokens/day per player (servers may set their own with /config)",
         f"discord:   sync_commands={discord.sync_commands} edit_interval={discord.edit_interval_seconds:g}s "
         f"api={discord.api_base_url}" + (
             f" shard_count={discord.shard_count} shard_ids="
@@ -97,6 +106,29 @@ def _url_password(url: str) -> list[str]:
     return [password, unquote(password)] if password else []
 
 
+def health(config: Config) -> int:
+    """The container's HEALTHCHECK: 0 when /healthz answers 200, 1 otherwise. Without a metrics port there is
+    nothing to ask, and the check passes (a Docker HEALTHCHECK cannot be made conditional on a setting)."""
+    import urllib.error
+    import urllib.request
+
+    port = config.metrics.port
+    if port is None:
+        print("[metrics] port is not set: no health check to make")
+        return 0
+    host = "127.0.0.1" if config.metrics.host in ("0.0.0.0", "::", "") else config.metrics.host
+    url = f"http://{host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            print(response.read().decode(errors="replace").strip())
+            return 0
+    except urllib.error.HTTPError as error:
+        print(error.read().decode(errors="replace").strip() or f"{url}: {error.code}", file=sys.stderr)
+    except OSError as error:
+        print(f"{url}: {getattr(error, 'reason', error)}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -126,6 +158,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not config.secrets.discord_token:
             print("\nDISCORD_TOKEN is not set: `dungeon-master run` needs it (`play` does not).", file=sys.stderr)
         return 0
+
+    if args.command == "migrate-db":
+        from bot.store.migrate import migrate
+
+        setup_logging([*config.secrets.values(), *_url_password(config.database.url), *_url_password(args.to)])
+        try:
+            print(asyncio.run(migrate(config.database.url, args.to)))
+        except StoreError as error:
+            print(f"dungeon-master: {error}", file=sys.stderr)
+            return 2
+        return 0
+
+    if args.command == "health":
+        return health(config)
 
     if args.command == "play":
         problem = llm_setup_problem(config)

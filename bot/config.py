@@ -82,9 +82,11 @@ class LimitsConfig:
     # Prepended to every rate-limit key on Redis, so several bots (or test runs) can share one Redis.
     key_prefix: str = field(default="dungeon-master", metadata=_rule(doc="key-prefix"))
     max_queued_turns: int = field(default=5, metadata=_rule(min=1, max=100))
-    # 0 = no cap; per-server values can override them (admin settings)
+    # server and player caps (0 = no cap); a server's admin may set its own with /config
     monthly_tokens_per_server: int = field(default=0, metadata=_rule(min=0))
     daily_tokens_per_player: int = field(default=0, metadata=_rule(min=0))
+    # one player's /roll per channel per minute, so dice cannot flood a channel
+    rolls_per_minute: int = field(default=30, metadata=_rule(min=1, max=10000))
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,13 @@ class DMConfig:
     max_action_chars: int = field(default=1000, metadata=_rule(min=10, max=4000))
     max_premise_chars: int = field(default=1000, metadata=_rule(min=10, max=4000))
     dm_rolls: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # unset = no metrics server; set, it serves /metrics (Prometheus text) and /healthz
+    port: int | None = field(default=None, metadata=_rule(min=1, max=65535))
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dm: DMConfig = field(default_factory=DMConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     prices: Mapping[str, Price] = field(default_factory=dict)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "defaults"
@@ -151,6 +161,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "database": DatabaseConfig,
     "dm": DMConfig,
+    "metrics": MetricsConfig,
 }
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
 _SECRET_LIKE = ("token", "api_key", "apikey", "secret", "password")
@@ -351,6 +362,10 @@ def load_config(
     if shards.shard_ids is not None and max(shards.shard_ids) >= shards.shard_count:
         raise ConfigError(f"{file}: [discord] shard_ids = {list(shards.shard_ids)} must be below shard_count = "
                           f"{shards.shard_count} (shards are numbered 0 to shard_count - 1)")
+    llm = sections["llm"]
+    if llm.provider == "anthropic" and llm.temperature is not None and llm.temperature > 1:
+        raise ConfigError(f"{file}: [llm] temperature = {_fmt(llm.temperature)} is out of range for Anthropic, "
+                          "which accepts 0 to 1 (OpenAI accepts 0 to 2)")
     if sections["discord"].sync_commands == "guild" and sections["discord"].dev_guild_id is None:
         raise ConfigError(f'{file}: [discord] sync_commands = "guild" needs dev_guild_id (the server to register to)')
     return Config(

@@ -32,11 +32,14 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                                token_expires_at=token_deadline(interaction, clock),
                                blocked_note=blocked_note(interaction))
     in_flight = getattr(interaction.client, "turns_in_flight", None)  # DungeonMasterBot.close() stops these
+    metrics = getattr(interaction.client, "metrics", None)  # bot/metrics.py: turns, retries, latency
+    if metrics is not None:
+        events = metrics.observe_turn(events)
     task = asyncio.current_task()
     if in_flight is not None and task is not None:
         in_flight.add(task)
+    ending: DMEvent | None = None
     try:
-        ending: DMEvent | None = None
         async with aclosing(events) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta):
@@ -61,8 +64,12 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                 streamer.feed(SILENT)
             await streamer.finish()
     except asyncio.CancelledError:
-        # The bot is stopping: the service has stored the turn as interrupted; end the message visibly.
-        await streamer.fail(STOPPING)
+        # The bot is stopping. A finished answer still gets its last edits (the service stored it); a cut one
+        # was stored as interrupted and its message ends with the note. Either way no cursor is left behind.
+        if isinstance(ending, Done):
+            await streamer.finish()
+        else:
+            await streamer.fail(STOPPING)
         raise
     except Exception:
         log.exception("streaming a DM turn failed")

@@ -44,8 +44,10 @@ async def dm_engine(config: Config, *, provider: LLMProvider | None = None) -> A
     store = store_for(config.database.url)  # StoreError: one line for the operator
     await store.open()
     provider = provider or build_provider(config)
+    service = DMService(config, store, provider)
     try:
-        yield DMService(config, store, provider)
+        yield service
     finally:
+        await service.aclose()  # outcome writes still in flight finish before the store closes
         await provider.aclose()
         await store.close()

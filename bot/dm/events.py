@@ -76,7 +76,10 @@ FailureKind = Literal[
     "retry_later",  # the provider asked us to wait longer than we may; retry_after says when
     "unavailable",  # the provider kept failing after every retry
     "rejected",  # the provider refused the request (400/401/403/404, quota): retrying cannot help
-    "internal",  # a bug of ours; logged
+    "internal",  # a bug of ours, or the store failing; logged
+    "empty",  # the model answered with neither text nor a roll: nothing was stored as an answer
+    "unsaved",  # the answer was shown but could not be stored: the turn is kept as interrupted
+    "stopping",  # the bot is shutting down
 ]
 
 

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class ChannelRateLimiter:
-    """``per_minute`` hits per channel (LLM turns, or player rolls: ``name`` tells the windows apart), over a
-    moving window.
+    """``per_minute`` hits per key (a channel's LLM turns; a player's rolls in a channel: ``namespace`` tells the
+    windows apart), over a moving window.
 
     On Redis (``redis://…``, when several bot processes must share the counts) the ``limits`` library keeps the
     windows, under ``key_prefix``: every process sees one window per channel, and a restart keeps them. In one
@@ -44,10 +44,10 @@ class ChannelRateLimiter:
     than refusing every turn: the limit still holds per process, and the shared windows return with Redis.
     """
 
-    def __init__(self, per_minute: int, backend: str = "memory://", *, name: str = "dm-turn",
+    def __init__(self, per_minute: int, backend: str = "memory://", namespace: str = "dm-turn", *,
                  key_prefix: str = "dungeon-master") -> None:
         self.item = RateLimitItemPerMinute(per_minute)
-        self.name = name
+        self.namespace = namespace
         self.local: _LocalWindows | None = None
         self.limiter: MovingWindowRateLimiter | None = None
         self.redis_down = False
@@ -61,23 +61,23 @@ class ChannelRateLimiter:
         else:
             self.local = _LocalWindows(self.item.amount, self.item.get_expiry())
 
-    async def acquire(self, channel_id: str) -> float | None:
+    async def acquire(self, key: str) -> float | None:
         """Count one hit. Returns None if allowed, else how many seconds until one is allowed again."""
         if self.local is not None:
-            return self.local.hit(channel_id)
+            return self.local.hit(key)
         assert self.limiter is not None
         try:
-            if await self.limiter.hit(self.item, self.name, channel_id):
+            if await self.limiter.hit(self.item, self.namespace, key):
                 allowed = None
             else:
-                stats = await self.limiter.get_window_stats(self.item, self.name, channel_id)
+                stats = await self.limiter.get_window_stats(self.item, self.namespace, key)
                 allowed = max(1.0, stats.reset_time - time.time())
         except StorageError as error:
             if not self.redis_down:
                 log.warning("rate limits: Redis is unreachable (%s); counting in this process until it is back",
                             error)
             self.redis_down = True
-            return self._fallback.hit(channel_id)
+            return self._fallback.hit(key)
         if self.redis_down:
             log.info("rate limits: Redis is back; windows are shared again")
             self.redis_down = False
@@ -126,6 +126,16 @@ class CapLimits:
 
     daily_per_player: int = 0
     monthly_per_server: int = 0
+
+
+@dataclass(slots=True)
+class TurnHold:
+    """One turn's tokens held in the store, against the caps worked out when it began (a turn that runs past
+    midnight stays on its first day), grown before each further tool round, settled when the turn ends."""
+
+    session_id: int
+    caps: list[TokenCap]
+    reservation: Reservation
 
 
 def day_and_month(now: float) -> tuple[str, float, str, float]:
@@ -189,21 +199,39 @@ class TokenBudget:
                                  month_ends))
         return caps
 
-    async def reserve(self, store: Store, session: Session, player: Player | None,
-                      tokens: int) -> Reservation | str:
+    async def reserve(self, store: Store, session: Session, player: Player | None, tokens: int) -> TurnHold | str:
         """Hold ``tokens`` for a turn; the refusal message instead when a cap would be passed."""
         now = self.clock()
-        held = await store.reserve_tokens(session.id, tokens, await self.caps(session, player, now), now=now)
-        return self.cap_refusal(held) if isinstance(held, CapReached) else held
+        caps = await self.caps(session, player, now)
+        held = await store.reserve_tokens(session.id, tokens, caps, now=now)
+        return self.cap_refusal(held) if isinstance(held, CapReached) else TurnHold(session.id, caps, held)
+
+    async def extend(self, store: Store, hold: TurnHold, calls: Sequence[CallRecord], next_call: int) -> bool:
+        """Before a further tool round: grow the hold to what the turn has used plus the next call's estimate.
+        False when a cap has no room for it (the turn then ends with what it has), or the store fails."""
+        extra = sum(call.usage.total for call in calls) + next_call - hold.reservation.tokens
+        if extra <= 0:
+            return True
+        try:
+            grown = await store.reserve_tokens(hold.session_id, extra, hold.caps, now=self.clock(),
+                                               adding_to=hold.reservation)
+        except Exception:
+            log.exception("could not grow token reservation %s", hold.reservation.id)
+            return False
+        if isinstance(grown, CapReached):
+            log.info("no tokens left for another tool round in session %s (%s)", hold.session_id, grown.cap.name)
+            return False
+        hold.reservation = grown
+        return True
 
     @staticmethod
-    async def settle(store: Store, reservation: Reservation, calls: Sequence[CallRecord]) -> None:
+    async def settle(store: Store, hold: TurnHold, calls: Sequence[CallRecord]) -> None:
         """Charge what the provider reported instead of the hold. Never raises: a hold that cannot be settled now
         is taken as spent in full once stale (bot/store/tokens.py), which errs on the side of the budget."""
         try:
-            await store.settle_reservation(reservation, sum(call.usage.total for call in calls))
+            await store.settle_reservation(hold.reservation, sum(call.usage.total for call in calls))
         except Exception:
-            log.exception("could not settle token reservation %s", reservation.id)
+            log.exception("could not settle token reservation %s", hold.reservation.id)
 
     @classmethod
     def cap_refusal(cls, reached: CapReached) -> str:

@@ -29,14 +29,18 @@ _QUOTA_MARKERS = frozenset({"insufficient_quota", "billing_error", "billing_requ
 
 
 def official_or_local_label(official_name: str, official_host: str, base_url: httpx2.URL) -> str:
-    """How messages name the server: "OpenAI" for the real API, "the model server at HOST:PORT" otherwise.
+    """How messages name the server: "OpenAI" for the real API, "the model server" otherwise.
 
-    Only host and port are used, never userinfo (``http://user:pass@host`` must not reach a user).
+    Players see these messages, so a local server's host, port or path never goes into them (the operator's
+    log names it: ``endpoint_for_log``).
     """
-    if base_url.host == official_host:
-        return official_name
+    return official_name if base_url.host == official_host else "the model server"
+
+
+def endpoint_for_log(base_url: httpx2.URL) -> str:
+    """Host and port of the server, for the operator's log only; never userinfo (``http://user:pass@host``)."""
     port = f":{base_url.port}" if base_url.port else ""
-    return f"the model server at {base_url.host}{port}"
+    return f"{base_url.host}{port}"
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
@@ -82,9 +86,17 @@ def status_error(
     error_type: str | None,
     error_code: str | None,
     headers: Mapping[str, str] | None,
+    detail: str | None = None,
 ) -> ProviderError:
-    """Map an HTTP error answer (status ≥ 400, before any byte of the stream) to a ``ProviderError``."""
-    retry_after = parse_retry_after(headers)
+    """Map an HTTP error answer (status ≥ 400, before any byte of the stream) to a ``ProviderError``.
+    ``detail`` is the server's own message: kept for the log and for recognising a refused parameter."""
+    error = _status_error(label, status, error_type, error_code, parse_retry_after(headers))
+    error.detail = detail
+    return error
+
+
+def _status_error(label: str, status: int, error_type: str | None, error_code: str | None,
+                  retry_after: float | None) -> ProviderError:
     if status == 402 or error_type in _QUOTA_MARKERS or error_code in _QUOTA_MARKERS:
         return ProviderError(
             "quota", f"{label} says the account's quota or spend limit is used up ({status})",

@@ -89,6 +89,7 @@ class CallRecord:
     model: str
     usage: Usage
     cost_usd: float | None
+    estimated: bool = False  # the provider reported no usage: the bot's own estimate was charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ class UsageTotals:
     cost_usd: float  # sum of the known costs
     cost_complete: bool  # False when some call had no known price
     calls: int
+    estimated_tokens: int = 0  # part of ``usage`` charged from the bot's own estimate (no usage reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +175,23 @@ class Store(Protocol):
         it, and every LLM call is added to the usage ledger. Returns the DM turn id."""
 
     async def fail_turn(
-        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False
+        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
+        rolls: list[RollRecord] = (),
     ) -> None:
         """In one transaction: the player's turn is marked failed (or interrupted: the turn was cancelled) —
-        kept, never sent to the model again — and whatever usage was reported is charged."""
+        kept, never sent to the model again — whatever usage was reported is charged, and the DM rolls that
+        were already shown are kept (with the turn's status: made, but not part of the story)."""
 
-    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord) -> None:
-        """Keep a player's roll; inside a session it also becomes a turn the DM sees next time."""
+    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *,
+                       held: bool = False) -> bool:
+        """Keep a player's roll; inside an active session it also becomes a turn the DM sees next time.
+
+        ``held``: a DM turn is running, so the roll enters the story after that turn's answer — it is kept at
+        once, as a pending roll turn, and ``release_held_rolls`` (or the turn's own complete/fail) moves it
+        after the answer. Returns whether the roll joined the session (False once the session has ended)."""
+
+    async def release_held_rolls(self, session_id: int) -> None:
+        """Held rolls join the story now, after everything stored so far, in the order they were made."""
 
     async def count_turns(self, session_id: int) -> int:
         """How many complete turns the session has (what the history window is cut from)."""
@@ -190,10 +202,10 @@ class Store(Protocol):
     async def usage_totals(self, session_id: int) -> UsageTotals: ...
 
     async def reserve_tokens(
-        self, session_id: int, tokens: int, caps: list[TokenCap], *, now: float
+        self, session_id: int, tokens: int, caps: list[TokenCap], *, now: float, adding_to: Reservation | None = None
     ) -> Reservation | CapReached:
         """Atomically, across processes: check every cap (charged + held + ``tokens``) and hold ``tokens`` against
-        all of them, or hold nothing and say which cap is reached."""
+        all of them, or hold nothing and say which cap is reached. ``adding_to`` grows an existing hold."""
 
     async def settle_reservation(self, reservation: Reservation, used_tokens: int) -> None:
         """Release the hold and charge the counters ``used_tokens`` (what the provider reported)."""

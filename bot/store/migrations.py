@@ -100,7 +100,28 @@ MIGRATIONS: list[Migration] = [
     ),
     # 2: an admin may give one session its own token budget (NULL: the configured tokens_per_session)
     ("ALTER TABLE sessions ADD COLUMN token_limit INTEGER",),
-    # 3 (scale-out budgets): tokens held for calls in flight, and per-player-day / per-server-month counters,
+    # 3: calls whose usage the provider did not report are charged from the bot's estimate, and marked so
+    ("ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0",),
+    # 4: server admins and operators (issue 11): per-server settings set with /config (a NULL column = the
+    # config.toml default), and an index for /usage's month of the ledger
+    (
+        """
+        CREATE TABLE guild_settings (
+            guild_id            TEXT PRIMARY KEY,
+            persona             TEXT,
+            content_rating      TEXT CHECK (content_rating IN ('family', 'teen', 'mature')),
+            adventure_budget    INTEGER,
+            monthly_budget      INTEGER,
+            player_daily_budget INTEGER,
+            updated_at          REAL NOT NULL,
+            updated_by_id       TEXT
+        )
+        """,
+        "CREATE INDEX usage_created ON usage (created_at)",
+        # who caused a DM turn's call: the session's last player turn before it, found by one index seek
+        "CREATE INDEX turns_by_role ON turns (session_id, role, seq)",
+    ),
+    # 5 (scale-out budgets): tokens held for calls in flight, and per-player-day / per-server-month counters,
     # so that several processes check and charge one budget atomically (bot/store/tokens.py)
     (
         """

@@ -83,6 +83,7 @@ class PostgresStore(SQLStore):
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     integrity_errors = (asyncpg.UniqueViolationError,)
+    empty_note = "no tables yet: the first start creates them"
 
     def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
         self.url = url

@@ -39,6 +39,7 @@ from bot.store.base import (
     UsageTotals,
 )
 from bot.store import migrations
+from bot.store.admin_queries import AdminQueries
 from bot.store.tokens import TokenLedger
 
 NO_LIMIT = 2**62
@@ -66,13 +67,14 @@ def turn_from(row: Sequence[Any]) -> Turn:
     return Turn(row[0], row[1], row[2], row[3], author, row[6], row[7], row[8])
 
 
-class SQLStore(TokenLedger):
+class SQLStore(TokenLedger, AdminQueries):
     """Everything but the connection. A backend provides the members below the line."""
 
     dialect: str  # "sqlite" or "postgres" (picks the migrations' statements)
     for_update: str = ""  # appended to a SELECT that must lock its rows until the transaction ends
     integrity_errors: tuple[type[BaseException], ...] = ()  # what a UNIQUE violation raises
     interrupted_on_open = 0
+    empty_note = "not created yet: the first start creates it"  # what `check` says of a database not made yet
 
     def _write(self, *, single: bool = False) -> AbstractAsyncContextManager[Tx]: ...  # all or nothing
     async def _rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]: ...  # a read outside transactions
@@ -82,9 +84,11 @@ class SQLStore(TokenLedger):
     async def _write_version(self, tx: Tx, version: int) -> None: ...
 
     async def _interrupt_pending(self) -> int:
-        """Mark the turns left pending by a stop as interrupted; how many. (PostgreSQL does it only when no other
-        bot process is up: their pending turns are still being answered.)"""
+        """Mark the actions left pending by a stop as interrupted (how many) and held rolls as complete.
+        (PostgreSQL does it only when no other bot process is up: their pending turns are still being answered.)"""
         async with self._write() as tx:
+            # held rolls were made and shown: they stay in the story; a player's action cut by the stop does not
+            await tx.execute("UPDATE turns SET status = 'complete' WHERE status = 'pending' AND role = 'roll'")
             return await tx.execute("UPDATE turns SET status = 'interrupted' WHERE status = 'pending'")
 
     def describe(self) -> str:
@@ -107,7 +111,7 @@ class SQLStore(TokenLedger):
         version = await self._stored_version()
         newest = len(migrations.MIGRATIONS)
         if version is None:
-            return f"{self.describe()} (not created yet: the first start creates it)"
+            return f"{self.describe()} ({self.empty_note})"
         if version > newest:
             raise self._newer(version)
         state = "up to date" if version == newest else f"will be migrated to {newest} at start"
@@ -199,10 +203,11 @@ class SQLStore(TokenLedger):
         now = time.time()
         await tx.executemany(
             "INSERT INTO usage (session_id, turn_id, provider, model, input_tokens, output_tokens,"
-            " cache_read_tokens, cache_write_tokens, cost_usd, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " cache_read_tokens, cache_write_tokens, cost_usd, created_at, estimated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (session_id, turn_id, c.provider, c.model, c.usage.input_tokens, c.usage.output_tokens,
-                 c.usage.cache_read_tokens, c.usage.cache_write_tokens, c.cost_usd, now)
+                 c.usage.cache_read_tokens, c.usage.cache_write_tokens, c.cost_usd, now, int(c.estimated))
                 for c in calls
             ],
         )
@@ -235,29 +240,59 @@ class SQLStore(TokenLedger):
             await self._lock_session(tx, session_id)
             if player_turn_id is not None:
                 await tx.execute("UPDATE turns SET status = 'complete' WHERE id = ?", player_turn_id)
-            for roll in rolls:
-                turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary, "complete")
-                await self._insert_roll(tx, None, session_id, turn_id, roll)
+            await self._insert_rolls(tx, session_id, rolls, "complete")
             dm_turn_id = await self._insert_turn(tx, session_id, "dm", None, dm_text, "complete")
             await self._insert_calls(tx, session_id, dm_turn_id, calls)
+            await self._release_held_rolls(tx, session_id)
         return dm_turn_id
 
     async def fail_turn(
-        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False
+        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
+        rolls: list[RollRecord] = (),
     ) -> None:
         status = "interrupted" if interrupted else "failed"
         async with self._write() as tx:
+            await self._lock_session(tx, session_id)
             if player_turn_id is not None:
                 await tx.execute("UPDATE turns SET status = ? WHERE id = ?", status, player_turn_id)
+            await self._insert_rolls(tx, session_id, rolls, status)  # shown, so kept: made, not in the story
             await self._insert_calls(tx, session_id, player_turn_id, calls)
+            await self._release_held_rolls(tx, session_id)
 
-    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord) -> None:
+    async def _insert_rolls(self, tx: Tx, session_id: int, rolls: Sequence[RollRecord], status: str) -> None:
+        for roll in rolls:
+            turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary, status)
+            await self._insert_roll(tx, None, session_id, turn_id, roll)
+
+    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *,
+                       held: bool = False) -> bool:
         async with self._write() as tx:
             turn_id = None
             if session_id is not None:
                 await self._lock_session(tx, session_id)
-                turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary, "complete")
+                # Only into an adventure still running: a roll racing /end is kept, outside the story.
+                if await tx.rows("SELECT 1 FROM sessions WHERE id = ? AND status = 'active'", session_id):
+                    turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary,
+                                                      "pending" if held else "complete")
+                else:
+                    session_id = None
             await self._insert_roll(tx, channel, session_id, turn_id, roll)
+        return turn_id is not None
+
+    async def release_held_rolls(self, session_id: int) -> None:
+        async with self._write() as tx:
+            await self._lock_session(tx, session_id)
+            await self._release_held_rolls(tx, session_id)
+
+    @staticmethod
+    async def _release_held_rolls(tx: Tx, session_id: int) -> None:
+        """Held rolls (pending roll turns) move, in their order, after everything stored so far."""
+        held = await tx.rows("SELECT id FROM turns WHERE session_id = ? AND role = 'roll' AND status = 'pending'"
+                             " ORDER BY seq", session_id)
+        for (turn_id,) in held:
+            await tx.execute(
+                "UPDATE turns SET status = 'complete', seq = (SELECT MAX(seq) + 1 FROM turns WHERE session_id = ?)"
+                " WHERE id = ?", session_id, turn_id)
 
     async def count_turns(self, session_id: int) -> int:
         rows = await self._rows("SELECT COUNT(*) FROM turns WHERE session_id = ? AND status = 'complete'", session_id)
@@ -286,10 +321,13 @@ class SQLStore(TokenLedger):
         rows = await self._rows(
             "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
             " COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_write_tokens), 0),"
-            " COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd), COUNT(*) FROM usage WHERE session_id = ?",
+            " COALESCE(SUM(cost_usd), 0), COUNT(*) - COUNT(cost_usd), COUNT(*),"
+            " COALESCE(SUM(CASE WHEN estimated <> 0 THEN input_tokens + output_tokens + cache_read_tokens"
+            " + cache_write_tokens ELSE 0 END), 0) FROM usage WHERE session_id = ?",
             session_id)
-        i, o, cr, cw, cost, unknown, calls = rows[0]
-        return UsageTotals(Usage(int(i), int(o), int(cr), int(cw)), float(cost), unknown == 0, int(calls))
+        i, o, cr, cw, cost, unknown, calls, estimated = rows[0]
+        return UsageTotals(Usage(int(i), int(o), int(cr), int(cw)), float(cost), unknown == 0, int(calls),
+                           int(estimated))
 
     # -- meta -------------------------------------------------------------------------------------------------
 

@@ -57,8 +57,9 @@ class SQLiteStore(SQLStore):
     dialect = "sqlite"
     integrity_errors = (sqlite3.IntegrityError,)
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms  # how long a write waits for another process's transaction
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self.interrupted_on_open = 0
@@ -107,7 +108,7 @@ class SQLiteStore(SQLStore):
             await asyncio.to_thread(connecting._thread.join, 5)
             raise
         try:
-            await self.db.execute("PRAGMA busy_timeout = 10000")
+            await self.db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             await self.db.execute("PRAGMA journal_mode = WAL")
             # NORMAL in WAL mode loses nothing a process crash (kill -9) could; only a power cut can undo the
             # last commits. FULL would cost an fsync per turn.

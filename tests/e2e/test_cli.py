@@ -69,7 +69,7 @@ def test_play_an_opening_and_two_actions_against_a_local_server(tmp_path, llm_se
     result = dm("play", cwd=tmp_path, env=env, stdin=script)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "rolled 2d20kh1+3 with advantage for perception" in out
+    assert "rolled 2d20kh1+3 with advantage for \"perception\"" in out
     assert "Tokens:" in out and "over 4 turns" in out  # opening, action, roll (a turn the DM sees)
     assert "Farewell! Your adventure is saved." in out
     with sqlite3.connect(tmp_path / "game.db") as db:

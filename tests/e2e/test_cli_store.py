@@ -48,3 +48,30 @@ def test_check_masks_a_database_password_from_the_environment(tmp_path):
     assert "database:  postgresql://bot:***@127.0.0.1:1/dm" in result.stdout
     assert _only_line(result).startswith("dungeon-master: cannot open the database postgresql://bot:***@127.0.0.1:1/dm")
     assert "pa55-w0rd-xyz" not in result.stdout + result.stderr
+
+
+def test_play_on_postgresql_from_dm_database_url(tmp_path, postgres_url):
+    """The whole `play` face over PostgreSQL, the URL from the environment (one LLM call: llmock is slow)."""
+    from llmock.testing import LLMockServer
+
+    from tests.pgdb import _run
+
+    with LLMockServer() as server:
+        env = {"DM_LLM_PROVIDER": "openai", "DM_LLM_MODEL": "llama3", "DM_LLM_BASE_URL": server.url + "/v1",
+               "DM_DATABASE_URL": postgres_url}
+        result = dm("play", cwd=tmp_path, env=env, stdin="A drowned bell tower\n/roll 1d6\n/quit\n")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "data").exists()  # nothing went to SQLite
+
+    async def story():
+        from bot.store import store_for
+
+        store = store_for(postgres_url)
+        await store.open()
+        try:
+            session = await store.active_session("terminal")
+            return [(t.role, t.status) for t in await store.all_turns(session.id)]
+        finally:
+            await store.close()
+
+    assert _run(story) == [("dm", "complete"), ("roll", "complete")]

@@ -43,7 +43,7 @@ async def test_redis_windows_survive_a_restart_and_turns_and_rolls_count_apart()
     after = ChannelRateLimiter(2, REDIS_URL, key_prefix=prefix)  # a new process: nothing in memory
     wait = await after.acquire(channel)
     assert wait is not None and 1.0 <= wait <= 60.0
-    rolls = ChannelRateLimiter(2, REDIS_URL, key_prefix=prefix, name="player-roll")
+    rolls = ChannelRateLimiter(2, REDIS_URL, key_prefix=prefix, namespace="player-roll")
     assert await rolls.acquire(channel) is None, "a channel's rolls have their own window"
 
 

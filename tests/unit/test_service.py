@@ -259,7 +259,7 @@ async def test_a_player_roll_enters_the_next_turn(make_service):
     assert outcome.in_session
     await run(service.act(HALL, ARIA, "I slip past"))
     last = provider.requests[-1].messages[-1].text
-    assert last.startswith("[dice] Aria rolled 1d20+3 for Stealth")
+    assert last.startswith("[dice] Aria rolled 1d20+3 for \"Stealth\"")
     assert str(outcome.result.total) in last and last.endswith("Aria: I slip past")
 
 

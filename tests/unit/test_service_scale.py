@@ -38,7 +38,7 @@ async def test_actions_arriving_together_with_an_awaiting_rate_limiter(store, sl
     results = await asyncio.gather(*(run(service.act(HALL, p, f"I try door {i}"))
                                      for i, p in enumerate([ARIA, BRAM, ARIA, BRAM])))
     assert all(isinstance(events[-1], Done) for events in results)
-    assert service._queued == {} and service._locks == {}, "idle channels keep no state"
+    assert service.slots._channels == {}, "idle channels keep no state"
 
 
 async def test_a_turn_waits_for_the_sessions_turn_lock(store, sleep):

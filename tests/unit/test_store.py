@@ -4,9 +4,11 @@ concurrent writers, crash recovery. Every test here that takes ``opened`` runs o
 from __future__ import annotations
 
 import asyncio
+import time
 import pytest
 
 from bot.llm.base import Usage
+from bot.store import store_for
 from bot.store.base import CallRecord, Channel, Player, RollRecord, SessionExists
 from bot.store.sqlite import MIGRATIONS
 
@@ -131,3 +133,113 @@ async def test_meta(opened):
     await store.set_meta("commands", "def")
     assert await store.get_meta("commands") == "def"
     await store.close()
+
+
+# -- issue 9's store interface (estimated usage, rolls of failed turns, held rolls), on both backends ----------
+
+PLAYER_ROLL = RollRecord(ARIA, "1d20", 15, "1d20 (15) = `15`", "Perception", "Aria rolled 1d20 for Perception: 15")
+DM_ROLL = RollRecord(Player("dm", "The DM"), "1d8", 6, "1d8 (6) = `6`", "bite", "The DM rolled 1d8: 6", True)
+
+
+async def test_a_roll_made_while_the_dm_answers_enters_the_story_after_the_answer(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    turn = await store.begin_turn(session.id, ARIA, "I listen at the door")
+    await store.add_roll(HALL, session.id, PLAYER_ROLL, held=True)  # the DM is still answering
+    assert [t.role for t in await store.turns(session.id)] == []  # not in the story yet
+    await store.complete_turn(session.id, turn, "You hear breathing.", [CALL], [DM_ROLL])
+    turns = await store.turns(session.id)
+    assert [(t.role, t.content) for t in turns] == [
+        ("player", "I listen at the door"), ("roll", DM_ROLL.summary), ("dm", "You hear breathing."),
+        ("roll", PLAYER_ROLL.summary)]
+    assert [t.seq for t in turns] == sorted(t.seq for t in turns)
+
+
+async def test_a_failed_turn_keeps_its_dm_rolls_and_releases_held_rolls(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    turn = await store.begin_turn(session.id, ARIA, "I attack")
+    await store.add_roll(HALL, session.id, PLAYER_ROLL, held=True)
+    await store.fail_turn(session.id, turn, [CALL], rolls=[DM_ROLL])
+    assert await store.count_rows("rolls") == 2  # the DM's roll was shown: it counts as made
+    assert [(t.role, t.status) for t in await store.all_turns(session.id)] == [
+        ("player", "failed"), ("roll", "failed"), ("roll", "complete")]  # the DM's roll: made, not in the story
+    assert [t.content for t in await store.turns(session.id)] == [PLAYER_ROLL.summary]
+
+
+async def test_a_roll_racing_the_end_of_an_adventure_is_kept_outside_the_story(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    await store.end_session(session.id, ARIA)
+    assert await store.add_roll(HALL, session.id, PLAYER_ROLL) is False
+    assert await store.count_rows("rolls") == 1 and await store.all_turns(session.id) == []
+
+
+async def test_on_open_held_rolls_are_kept_and_cut_actions_interrupted(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    await store.begin_turn(session.id, ARIA, "I run")
+    await store.add_roll(HALL, session.id, PLAYER_ROLL, held=True)
+    await store.close()  # the process stops mid-turn
+    store = await opened()
+    assert [(t.role, t.status) for t in await store.all_turns(session.id)] == [
+        ("player", "interrupted"), ("roll", "complete")]
+
+
+async def test_estimated_usage_is_marked_and_totalled(opened):
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    turn = await store.begin_turn(session.id, ARIA, "x")
+    guessed = CallRecord("openai", "llama3.1", Usage(400, 50), None, estimated=True)
+    await store.complete_turn(session.id, turn, "y", [CALL, guessed], [])
+    totals = await store.usage_totals(session.id)
+    assert totals.usage.total == CALL.usage.total + 450 and totals.estimated_tokens == 450 and totals.calls == 2
+
+
+async def test_postgresql_leaves_pending_turns_alone_while_another_process_runs(postgres_url):
+    """Several processes over one database is PostgreSQL's case (SQLite is one process per file). A turn is
+    pending exactly while its process holds the adventure's turn lock (DMService takes it before storing the
+    action): another process starting meanwhile leaves it alone; once the lock's holder is gone (it died, or
+    stopped), a process that starts marks it interrupted, even with other processes still running."""
+    stores = []
+
+    async def opened():
+        stores.append(store_for(postgres_url))
+        await stores[-1].open()
+        return stores[-1]
+
+    first = await opened()  # a running bot process, answering a turn
+    session = await first.start_session(HALL, ARIA, "p")
+    answering = first.turn_lock(session.id)
+    await answering.__aenter__()
+    await first.begin_turn(session.id, ARIA, "I am being answered")
+    second = await opened()  # another shard starts meanwhile
+    assert second.interrupted_on_open == 0
+    assert [t.status for t in await second.all_turns(session.id)] == ["pending"]
+    await first.close()  # the first process goes away mid-turn: its connections, and its lock, with it
+    third = await opened()  # a process starting while the second still runs
+    assert third.interrupted_on_open == 1
+    assert [t.status for t in await third.all_turns(session.id)] == ["interrupted"]
+    await second.close()
+    await third.close()
+
+
+async def test_admin_settings_and_usage_reports_on_both_backends(opened):
+    """Issue 11's queries (bot/store/admin_queries.py) run on the shared store: per-server settings and a month's
+    usage by channel, player and day."""
+    store = await opened()
+    await store.set_guild_settings("g1", {"persona": "a gruff dwarf", "monthly_budget": 50_000}, "admin")
+    await store.set_guild_settings("g1", {"monthly_budget": 60_000}, "admin")
+    assert await store.guild_settings("g1") == {"persona": "a gruff dwarf", "monthly_budget": 60_000}
+    session = await store.start_session(HALL, ARIA, "p")
+    for player, tokens in ((ARIA, 100), (Player("u2", "Bram"), 300)):
+        turn = await store.begin_turn(session.id, player, "x")
+        await store.complete_turn(session.id, turn, "y", [CallRecord("fake", "m", Usage(tokens, 0), 0.5)], [])
+    total = await store.guild_usage_total("g1", 0, 2**40)
+    assert (total.tokens, total.calls, total.cost_usd) == (400, 2, 1.0)
+    by_player = await store.guild_usage_by_player("g1", 0, 2**40)
+    assert [(line.key, line.tokens) for line in by_player] == [("u2", 300), ("u1", 100)]
+    assert [(line.key, line.tokens) for line in await store.guild_usage_by_channel("g1", 0, 2**40)] == [("hall", 400)]
+    today = time.time() // 86_400 * 86_400  # this UTC day's midnight
+    assert await store.guild_usage_daily("g1", today - 86_400, today + 86_400) == {1: 400}
+    assert await store.count_active_sessions() == 1

@@ -83,3 +83,17 @@ async def test_an_unreachable_postgresql_gives_one_line_without_the_password():
 def test_an_unknown_scheme_is_one_clear_line():
     with pytest.raises(StoreError, match="no store for 'mysql' URLs; use sqlite:///"):
         store_for("mysql://x/y")
+
+
+async def test_a_database_of_an_older_version_is_migrated_keeping_its_data(opened, monkeypatch):
+    full = migrations.MIGRATIONS
+    monkeypatch.setattr(migrations, "MIGRATIONS", full[:2])  # what round 1 wrote
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "old")
+    await store.close()
+    monkeypatch.setattr(migrations, "MIGRATIONS", full)
+    store = await opened()
+    assert await store.schema_version() == len(full)
+    assert (await store.active_session("hall")).id == session.id
+    assert (await store.usage_totals(session.id)).estimated_tokens == 0  # the new column, with its default
+    assert await store.count_rows("token_counters") == 0  # the new tables

@@ -81,6 +81,14 @@ async def test_a_hold_left_by_a_dead_process_is_taken_as_spent_when_stale(opened
     assert await store.counter_used("player:u1:2026-12-31") == (2_000, 100)
 
 
+def set_caps(service: DMService, **caps: int) -> None:
+    """Change the caps in force (the hook an admin's per-server settings go through)."""
+    async def limits(guild_id):
+        return CapLimits(**caps)
+
+    service.budget.limits_for = limits
+
+
 def _service(store, provider, clock, **limits) -> DMService:
     config = make_config(limits={"tokens_per_session": 1_000_000, **limits}, llm={"max_output_tokens": 200})
     service = DMService(config, store, provider, retry=RetryPolicy(config.retry, sleep=FakeSleep()))
@@ -126,7 +134,7 @@ async def test_two_concurrent_actions_against_a_nearly_spent_server_month(opened
     estimate = held[0]  # an action's estimate is a little larger (it adds two short turns)
     cap = 2 * 1_200 + estimate * 3 // 2  # room for one action, not two
     for service in (a, b):
-        service.budget.configured = CapLimits(monthly_per_server=cap)
+        set_caps(service, monthly_per_server=cap)
     first, second = await asyncio.gather(run(a.act(HALL, ARIA, "go")), run(b.act(CRYPT, BRAM, "go")))
     outcomes = sorted(type(events[-1]).__name__ for events in (first, second))
     assert outcomes == ["Done", "Failed"]
@@ -137,3 +145,61 @@ async def test_two_concurrent_actions_against_a_nearly_spent_server_month(opened
     assert still_held == 0 and used == 3 * 1_200
     now[0] = utc(2027, 1, 1, 0, 0, 1)  # a new month
     assert isinstance((await run(b.act(CRYPT, BRAM, "go")))[-1], Done)
+
+
+async def test_holds_and_settlements_racing_on_shared_counters_never_deadlock(opened):
+    stores = [await opened(), await opened()]
+    sessions = [await stores[0].start_session(Channel("g1", f"c{i}"), Player(f"u{i % 2}", "P"), "p")
+                for i in range(8)]
+    caps = [TokenCap("player_day", 0, "player:u1:2026-12-31", utc(2027, 1, 1)),
+            TokenCap("server_month", 0, "guild:g1:2026-12", utc(2027, 1, 1))]
+
+    async def channel(i, session):
+        store = stores[i % 2]
+        for _ in range(10):
+            held = await store.reserve_tokens(session.id, 500, [TokenCap("adventure", 10**9), *caps], now=NOW)
+            await store.settle_reservation(held, 100)
+
+    await asyncio.wait_for(asyncio.gather(*(channel(i, s) for i, s in enumerate(sessions))), 30)
+    assert await stores[1].counter_used("guild:g1:2026-12") == (8_000, 0)
+    assert await stores[1].counter_used("player:u1:2026-12-31") == (8_000, 0)
+
+
+async def test_each_further_tool_round_grows_the_hold_or_ends_the_turn(opened):
+    """A turn's DM roll needs a second LLM call: its estimate is held too, so a turn cannot run a cap over by
+    more than one call; with no room, the turn ends with what was said and rolled."""
+    from bot.dm.events import RollMade
+    from bot.llm.base import Finish, TextChunk, ToolCall
+
+    def with_roll():
+        return [TextChunk("The goblin swings. "), ToolCall("t1", "roll_dice", {"notation": "1d20+4"}),
+                Usage(2_000, 30), Finish("tool_calls")]
+
+    store = await opened()
+    provider = ScriptedProvider(with_roll(), reply("It hits!", input_tokens=2_100, output_tokens=20))
+    service = _service(store, provider, lambda: NOW)
+    events = await run(service.start(HALL, ARIA, "premise"))
+    assert isinstance(events[-1], Done) and provider.calls == 2  # room enough: both rounds ran
+    used = (await store.usage_totals(1)).usage.total
+    assert await store.counter_used("player:u1:2026-12-31") == (used, 0)
+
+    # now leave room for the first call of the next turn (its estimate is under 2,300), not for a second round
+    set_caps(service, daily_per_player=used + 2_300)
+    provider.script = [with_roll(), reply("never asked")]
+    events = await run(service.act(HALL, ARIA, "I duck"))
+    assert isinstance(events[-1], Done) and provider.calls == 3  # the second round was not called
+    assert any(isinstance(e, RollMade) for e in events)
+    stored = [(t.role, t.content) for t in await store.turns(1)][-3:]
+    assert stored[0] == ("player", "I duck") and stored[1][0] == "roll" and stored[2] == ("dm", "The goblin swings.")
+    charged, held = await store.counter_used("player:u1:2026-12-31")
+    assert held == 0 and charged == used + 2_030
+
+
+async def test_a_servers_own_caps_from_config_are_the_ones_held_against(opened):
+    store = await opened()
+    await store.set_guild_settings("g1", {"player_daily_budget": 1_500}, "admin")  # what /config stores
+    provider = ScriptedProvider(default=lambda r: reply("ok", input_tokens=1_000, output_tokens=200))
+    service = _service(store, provider, lambda: NOW, daily_tokens_per_player=1_000_000)
+    assert isinstance((await run(service.start(HALL, ARIA, "premise")))[-1], Done)
+    refused, = await run(service.act(HALL, ARIA, "again"))
+    assert refused.kind == "budget" and "daily allowance of 1,500 tokens" in refused.message
