@@ -60,6 +60,7 @@ max_backoff_seconds = 0.2
 
 [limits]
 requests_per_minute = {requests_per_minute}
+rolls_per_minute = {requests_per_minute}
 backend = "{REDIS_URL}"
 key_prefix = "{key_prefix}"
 

@@ -2,7 +2,7 @@
 
 Both processes run both shards, as during a rolling restart, and the stand-in hands a channel's commands to
 each in turn, so every property below is tested where it is hardest:
-  - the per-channel rate limit is one window shared through Redis, not one per process;
+  - the per-channel turn limit and a player's roll limit are windows shared through Redis, not one per process;
   - concurrent actions cannot overspend an adventure's budget;
   - a channel's turns run one at a time and in the order they were sent, each seeing the one before;
   - a process killed with kill -9 in the middle of a turn leaves no turn lock behind: the other process
@@ -78,6 +78,15 @@ async def test_the_rate_limit_is_one_window_across_processes(rig):
     # (with one window per process, all five would have been answered).
     assert len(refused) == 2, [[m.content for m in s] for s in shown]
     assert all(s[0].ephemeral for s in refused)
+
+
+async def test_a_players_roll_limit_is_one_window_across_processes(rig):
+    channel = CHANNELS_A[4]
+    inters = [await rig.invoke("roll", {"dice": "1d20", "reason": f"try {i}"}, channel) for i in range(1, 7)]
+    shown = ["\n".join(m.content for m in await rig.finished(i)) for i in inters]
+    assert both_received(rig, inters)
+    refused = [s for s in shown if f"at most {RPM} rolls a minute" in s]
+    assert len(refused) == 2 and sum("rolls `1d20`" in s for s in shown) == RPM, shown
 
 
 async def test_concurrent_actions_cannot_overspend_a_budget(rig):
