@@ -190,10 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
 
     if args.command == "invite":
-        from bot.client import invite_url
+        from bot.client import INVITE_PERMISSIONS, invite_url
 
         try:
             print(asyncio.run(invite_url(config)))
+            names = {"read_messages": "View Channel", "send_messages_in_threads": "Send Messages in Threads"}
+            asked = ", ".join(names.get(name, name.replace("_", " ").title()) for name, on in INVITE_PERMISSIONS if on)
+            print(f"It asks for: {asked} (Create Public Threads is for /start thread:true).", file=sys.stderr)
         except RuntimeError as error:
             print(f"dungeon-master: {error}", file=sys.stderr)
             return 2

@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.server")
 
-# Only what the bot uses: read and post in channels and threads, embed links, read history for context.
+# Only what the bot uses: read and post in channels and threads, open an adventure's public thread
+# (/start thread:true), embed links, read history for context.
 INVITE_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
     send_messages_in_threads=True,
+    create_public_threads=True,
     embed_links=True,
     read_message_history=True,
 )

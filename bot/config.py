@@ -105,6 +105,8 @@ class DMConfig:
     max_action_chars: int = field(default=1000, metadata=_rule(min=10, max=4000))
     max_premise_chars: int = field(default=1000, metadata=_rule(min=10, max=4000))
     dm_rolls: bool = True
+    # actions arriving while the DM narrates are answered together in the next turn (one LLM call)
+    batch_actions: bool = True
 
 
 @dataclass(frozen=True)

@@ -54,24 +54,24 @@ class TurnRecorder:
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=timeout)
 
-    async def keep_failed(self, session: Session, player_turn: int | None, calls: list[CallRecord],
+    async def keep_failed(self, session: Session, player_turns: list[int], calls: list[CallRecord],
                           rolls: list[RollRecord], *, interrupted: bool = False) -> None:
         """A turn without an answer: keep the action, the shown rolls and every reported usage."""
         try:
-            await self.durably(lambda: self.store.fail_turn(session.id, player_turn, calls,
+            await self.durably(lambda: self.store.fail_turn(session.id, player_turns, calls,
                                                             interrupted=interrupted, rolls=rolls))
         except Exception:  # noqa: BLE001 - the player's message must still arrive; the numbers go to the log
             log.exception("could not store a failed turn in channel %s; its usage was %s",
                           session.channel_id, [c.usage for c in calls])
 
-    async def save(self, session: Session, player_turn: int | None, text: str, calls: list[CallRecord],
+    async def save(self, session: Session, player_turns: list[int], text: str, calls: list[CallRecord],
                    rolls: list[RollRecord]) -> bool:
         """Store the finished turn; if that keeps failing, keep it as interrupted. True when stored whole."""
         try:
-            await self.durably(lambda: self.store.complete_turn(session.id, player_turn, text, calls, rolls))
+            await self.durably(lambda: self.store.complete_turn(session.id, player_turns, text, calls, rolls))
             return True
         except Exception:  # noqa: BLE001
             log.exception("could not store the DM's answer in channel %s; keeping the turn as interrupted",
                           session.channel_id)
-        await self.keep_failed(session, player_turn, calls, rolls, interrupted=True)
+        await self.keep_failed(session, player_turns, calls, rolls, interrupted=True)
         return False

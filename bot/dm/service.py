@@ -31,8 +31,9 @@ from dataclasses import dataclass, replace
 from bot.config import Config
 from bot.dm import dice
 from bot.dm.admin import ServerAdmin
+from bot.dm.batching import MAX_BATCH, ActionBatches
 from bot.dm.calls import CallResult, LLMCalls
-from bot.dm.events import DMEvent, Done, Failed, RollMade
+from bot.dm.events import AnswersBatch, Batched, DMEvent, Done, Failed, RollMade
 from bot.dm.guards import CapLimits, ChannelRateLimiter, RetryPolicy, TokenBudget, TurnHold, estimate_tokens
 from bot.dm.history import build_messages, window_start
 from bot.dm.prompts import ROLL_DICE, system_prompt
@@ -116,6 +117,7 @@ class DMService:
         self.llm = LLMCalls(provider, self.retry, self.price)
         self.recorder = TurnRecorder(store, write_wait)
         self.slots = TurnSlots(config.limits.max_queued_turns)
+        self.batches = ActionBatches()
         self.closing = False  # aclose() began: new commands are refused, writes in flight are waited for
         self._held: dict[str, int] = {}  # channel → session with a roll held for the running turn's end
 
@@ -145,7 +147,7 @@ class DMService:
                 if (limit := await self.admin.adventure_limit(channel.guild_id)) is not None:
                     await self.store.set_token_limit(session.id, limit)  # the server's adventure_budget
                     session = replace(session, token_limit=limit)
-                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, None, [])) as events:
+                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, [])) as events:
                     async for event in events:
                         if isinstance(event, Failed):
                             # No opening, no adventure: close it (it stays in the database) so /start can be retried.
@@ -157,22 +159,51 @@ class DMService:
             yield refused.failure
 
     async def act(self, channel: Channel, player: Player, text: str) -> AsyncIterator[DMEvent]:
-        """A player's action; streams the DM's answer."""
+        """A player's action; streams the DM's answer. With ``batch_actions``, an action arriving while the DM
+        narrates is answered together with the others that arrive meanwhile (``bot.dm.batching``)."""
+        cid = channel.channel_id
+        batch = None
+        leading = False  # this action opened its batch: the batch ends with this stream
         try:
             self._check_open()
             text = self._checked_text(text, self.config.dm.max_action_chars, "action")
-            if not await self.store.active_session(channel.channel_id):
+            if not await self.store.active_session(cid):
                 raise _Refused(self._no_session())
-            async with self._turn_slot(channel.channel_id):
-                session = await self.store.active_session(channel.channel_id)  # it may have ended meanwhile
+            if self.config.dm.batch_actions:
+                batch = self.batches.joinable(cid)
+                if batch is not None:  # a turn waits for the DM: this action goes with it
+                    if len(batch.actions) >= MAX_BATCH:
+                        raise _Refused(Failed("busy", f"The DM is busy: {MAX_BATCH} actions already wait for the "
+                                                      "next answer. Try again in a moment."))
+                    yield Batched(batch.ticket, self.batches.join(batch, player, text), text)
+                    yield await asyncio.shield(batch.outcome)
+                    return
+                batch, leading = self.batches.open(cid, player, text), True
+                if self.slots.running(cid):
+                    yield Batched(batch.ticket, 1, text)  # it will wait: say at once that it is in
+            async with self._turn_slot(cid):
+                if batch is not None:
+                    self.batches.close(cid, batch)
+                session = await self.store.active_session(cid)  # it may have ended meanwhile
                 if session is None:
                     raise _Refused(self._no_session())
-                pending = Turn(0, session.id, 0, "player", player, text, "pending", time.time())
-                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, player, [pending])) as events:
+                actions = batch.actions if batch is not None else [(player, text)]
+                if len(actions) > 1:
+                    yield AnswersBatch(batch.ticket)
+                pending = [Turn(0, session.id, 0, "player", who, what, "pending", time.time()) for who, what in actions]
+                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, pending)) as events:
                     async for event in events:
+                        if batch is not None and isinstance(event, Done | Failed):
+                            batch.settle(event)
                         yield event
         except _Refused as refused:
+            if batch is not None:
+                batch.settle(refused.failure)
             yield refused.failure
+        finally:
+            if leading:  # the batch ends with its leader's stream, whatever ended it
+                self.batches.close(cid, batch)
+                batch.settle(Failed("internal", "The DM's answer was cut off; your action is kept. Send it again."))
 
     async def roll(
         self, channel: Channel, player: Player, notation: str, *, advantage: str | None = None,
@@ -332,33 +363,39 @@ class DMService:
             tools=self.tools,
         )
 
-    async def _run_turn(self, session: Session, player: Player | None, extra: list[Turn]) -> AsyncIterator[DMEvent]:
-        """Hold the turn's estimated tokens against every cap (atomically in the store, so it holds across
-        processes), run the turn, then settle the hold with the usage the provider reported."""
+    async def _run_turn(self, session: Session, extra: list[Turn]) -> AsyncIterator[DMEvent]:
+        """One DM turn answering the pending player turns ``extra`` (none for the opening), all in one call.
+
+        The turn's estimated tokens are held against every cap (atomically in the store, so it holds across
+        processes), then the hold is settled with the usage the provider reported. A batch's call counts
+        against its first player's day."""
         request = await self._request(session, extra)
-        hold = await self.budget.reserve(self.store, session, player, estimate_tokens(request) + request.max_tokens)
+        payer = extra[0].author if extra else None
+        hold = await self.budget.reserve(self.store, session, payer, estimate_tokens(request) + request.max_tokens)
         if isinstance(hold, str):
             yield Failed("budget", hold)
             return
         calls: list[CallRecord] = []
         try:
-            async with aclosing(self._reserved_turn(session, player, extra, request, calls, hold)) as events:
+            async with aclosing(self._reserved_turn(session, extra, request, calls, hold)) as events:
                 async for event in events:
                     yield event
         finally:
             await self.recorder.shielded(self.budget.settle(self.store, hold, calls))  # aclose waits for it too
 
-    async def _reserved_turn(self, session: Session, player: Player | None, extra: list[Turn], request: LLMRequest,
+    async def _reserved_turn(self, session: Session, extra: list[Turn], request: LLMRequest,
                              calls: list[CallRecord], hold: TurnHold) -> AsyncIterator[DMEvent]:
-        player_turn = None
-        if player:
-            try:
-                player_turn = await self.recorder.durably(lambda: self.store.begin_turn(session.id, player, extra[0].content))
-            except Exception:  # noqa: BLE001 - nothing was shown or spent: the player can simply send it again
-                log.exception("could not store an action in channel %s", session.channel_id)
-                yield Failed("internal", "Your action could not be saved, so the DM did not answer. Send it again "
-                                         "in a moment.")
-                return
+        player_turns: list[int] = []
+        try:
+            for turn in extra:
+                player_turns.append(await self.recorder.durably(
+                    lambda turn=turn: self.store.begin_turn(session.id, turn.author, turn.content)))
+        except Exception:  # noqa: BLE001 - nothing was shown or spent: the players can simply send it again
+            log.exception("could not store an action in channel %s", session.channel_id)
+            await self.recorder.keep_failed(session, player_turns, [], [])
+            yield Failed("internal", "Your action could not be saved, so the DM did not answer. Send it again "
+                                     "in a moment.")
+            return
         rolls: list[RollRecord] = []
         narration: list[str] = []
         try:
@@ -385,26 +422,26 @@ class DMService:
         except ProviderError as error:
             log.warning("LLM call failed in channel %s (%s at %s): %s; the server said: %s", session.channel_id,
                         self.provider.name, getattr(self.provider, "endpoint", "?"), error.message, error.detail)
-            await self.recorder.shielded(self.recorder.keep_failed(session, player_turn, calls, rolls))
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turns, calls, rolls))
             yield self._provider_failure(error)
             return
         except Exception:
             log.exception("DM turn failed in channel %s", session.channel_id)
-            await self.recorder.shielded(self.recorder.keep_failed(session, player_turn, calls, rolls))
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turns, calls, rolls))
             yield Failed("internal", "Something went wrong on our side; it has been logged. Try again.")
             return
         except (asyncio.CancelledError, GeneratorExit):
             # The face went away mid-turn (shutdown, or it stopped listening): keep the action and the shown
             # rolls, charge what was reported, and never store half an answer. Shielded: this write must not be
             # cancelled in turn (aclose waits for it).
-            self.recorder.background(self.recorder.keep_failed(session, player_turn, calls, rolls, interrupted=True))
+            self.recorder.background(self.recorder.keep_failed(session, player_turns, calls, rolls, interrupted=True))
             raise
         text = "".join(narration).strip()
         if not text and not rolls:  # nothing to read and nothing rolled: not a turn of the story
-            await self.recorder.shielded(self.recorder.keep_failed(session, player_turn, calls, rolls))
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turns, calls, rolls))
             yield Failed("empty", "The DM had nothing to say (the model sent an empty answer). Try again.")
             return
-        saved = await self.recorder.shielded(self.recorder.save(session, player_turn, text, calls, rolls))  # a stop cannot cut it
+        saved = await self.recorder.shielded(self.recorder.save(session, player_turns, text, calls, rolls))  # a stop cannot cut it
         if not saved:
             yield Failed("unsaved", "This answer could not be saved, so the DM will not remember it; your action "
                                     "is kept. Try again in a moment.")

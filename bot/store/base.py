@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,6 +18,13 @@ from bot.llm.base import Usage
 
 TurnRole = Literal["player", "dm", "roll"]
 TurnStatus = Literal["pending", "complete", "failed", "interrupted"]
+
+
+def turn_ids(player_turn_id: int | Sequence[int] | None) -> list[int]:
+    """The player turns a complete/fail call names: none (the opening), one, or a batch's."""
+    if player_turn_id is None:
+        return []
+    return [player_turn_id] if isinstance(player_turn_id, int) else list(player_turn_id)
 
 
 class SessionExists(Exception):
@@ -166,19 +174,20 @@ class Store(Protocol):
     async def complete_turn(
         self,
         session_id: int,
-        player_turn_id: int | None,
+        player_turn_id: int | Sequence[int] | None,
         dm_text: str,
         calls: list[CallRecord],
         rolls: list[RollRecord],
     ) -> int:
-        """In one transaction: the player's turn becomes complete, the DM's rolls and answer are stored after
-        it, and every LLM call is added to the usage ledger. Returns the DM turn id."""
+        """In one transaction: the player's turn (or the turns of a batch of actions) becomes complete, the DM's
+        rolls and answer are stored after it, and every LLM call is added to the usage ledger. Returns the DM
+        turn id."""
 
     async def fail_turn(
-        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
-        rolls: list[RollRecord] = (),
+        self, session_id: int, player_turn_id: int | Sequence[int] | None, calls: list[CallRecord], *,
+        interrupted: bool = False, rolls: list[RollRecord] = (),
     ) -> None:
-        """In one transaction: the player's turn is marked failed (or interrupted: the turn was cancelled) —
+        """In one transaction: the player's turn (or a batch's turns) is marked failed (or interrupted: the turn was cancelled) —
         kept, never sent to the model again — whatever usage was reported is charged, and the DM rolls that
         were already shown are kept (with the turn's status: made, but not part of the story)."""
 

@@ -37,6 +37,7 @@ from bot.store.base import (
     StoreError,
     Turn,
     UsageTotals,
+    turn_ids,
 )
 from bot.store import migrations
 from bot.store.admin_queries import AdminQueries
@@ -231,15 +232,15 @@ class SQLStore(TokenLedger, AdminQueries):
     async def complete_turn(
         self,
         session_id: int,
-        player_turn_id: int | None,
+        player_turn_id: int | Sequence[int] | None,
         dm_text: str,
         calls: list[CallRecord],
         rolls: list[RollRecord],
     ) -> int:
         async with self._write() as tx:
             await self._lock_session(tx, session_id)
-            if player_turn_id is not None:
-                await tx.execute("UPDATE turns SET status = 'complete' WHERE id = ?", player_turn_id)
+            for turn_id in turn_ids(player_turn_id):  # one action, or a batch's
+                await tx.execute("UPDATE turns SET status = 'complete' WHERE id = ?", turn_id)
             await self._insert_rolls(tx, session_id, rolls, "complete")
             dm_turn_id = await self._insert_turn(tx, session_id, "dm", None, dm_text, "complete")
             await self._insert_calls(tx, session_id, dm_turn_id, calls)
@@ -247,16 +248,17 @@ class SQLStore(TokenLedger, AdminQueries):
         return dm_turn_id
 
     async def fail_turn(
-        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False,
-        rolls: list[RollRecord] = (),
+        self, session_id: int, player_turn_id: int | Sequence[int] | None, calls: list[CallRecord], *,
+        interrupted: bool = False, rolls: list[RollRecord] = (),
     ) -> None:
         status = "interrupted" if interrupted else "failed"
+        ids = turn_ids(player_turn_id)
         async with self._write() as tx:
             await self._lock_session(tx, session_id)
-            if player_turn_id is not None:
-                await tx.execute("UPDATE turns SET status = ? WHERE id = ?", status, player_turn_id)
+            for turn_id in ids:
+                await tx.execute("UPDATE turns SET status = ? WHERE id = ?", status, turn_id)
             await self._insert_rolls(tx, session_id, rolls, status)  # shown, so kept: made, not in the story
-            await self._insert_calls(tx, session_id, player_turn_id, calls)
+            await self._insert_calls(tx, session_id, ids[0] if ids else None, calls)
             await self._release_held_rolls(tx, session_id)
 
     async def _insert_rolls(self, tx: Tx, session_id: int, rolls: Sequence[RollRecord], status: str) -> None:

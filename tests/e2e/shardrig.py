@@ -69,6 +69,9 @@ url = "{database_url}"
 
 [dm]
 dm_rolls = false
+# One turn per action: the properties under test are the processes' (within one process, actions arriving
+# while the DM narrates would be answered together, bot/dm/batching.py).
+batch_actions = false
 {extra}
 """
 

@@ -125,7 +125,7 @@ def held_answers(count: int) -> tuple[ScriptedProvider, list[Gate]]:
 
 @pytest.mark.parametrize("limiter", ["slow", "redis"])
 async def test_actions_arriving_together_never_run_two_turns_at_once(store, sleep, limiter, request):
-    config = make_config(limits={"max_queued_turns": 3, "requests_per_minute": 100})
+    config = make_config(limits={"max_queued_turns": 3, "requests_per_minute": 100}, dm={"batch_actions": False})
     if limiter == "slow":
         rate_limiter = SlowLimiter(100)
     else:
