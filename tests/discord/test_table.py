@@ -97,3 +97,20 @@ async def test_start_thread_without_the_permission_says_what_is_missing(make_dm_
     assert "Create Public Threads" in private(h, inter)[0].content
     assert public(h, inter) == [] and provider.calls == 0
     assert_clean(h)
+
+
+async def test_start_inside_an_existing_thread_plays_there(make_dm_bot):
+    from tests.discord.conftest import THREAD
+
+    provider = ScriptedProvider(reply("The side quest begins."), reply("You find the map."))
+    h = await make_dm_bot(provider)
+    for options in ({"thread": True}, {}):  # with or without the option: that thread is where it runs
+        inter = await h.run("start", options, channel=THREAD)
+        if options:
+            assert [m.content for m in public(h, inter)] == ["The side quest begins."]
+            assert h.standin._state.threads_created == []  # no thread of a thread
+        else:
+            assert "already running" in private(h, inter)[0].content
+    act = await h.run("act", {"action": "I search"}, channel=THREAD)
+    assert [m.content for m in public(h, act)] == ["You find the map."]
+    assert_clean(h)
