@@ -23,7 +23,7 @@ from bot.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin")
+EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.memory")
 
 # Only what the bot uses: read and post in channels and threads, embed links, read history for context.
 INVITE_PERMISSIONS = discord.Permissions(
@@ -99,6 +99,8 @@ class DungeonMasterBot(commands.Bot):
         if ready_timer is not None and not ready_timer.done():
             ready_timer.cancel()
         await super().close()
+        if self.dm is not None:
+            await self.dm.aclose()  # summaries being written stop; their turns stay queued
         if self._provider is not None:
             await self._provider.aclose()
         if self.store is not None:

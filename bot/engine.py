@@ -44,8 +44,10 @@ async def dm_engine(config: Config, *, provider: LLMProvider | None = None) -> A
     store = SQLiteStore(config.sqlite_path)
     await store.open()
     provider = provider or build_provider(config)
+    service = DMService(config, store, provider)
     try:
-        yield DMService(config, store, provider)
+        yield service
     finally:
+        await service.aclose()
         await provider.aclose()
         await store.close()

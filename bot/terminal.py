@@ -15,6 +15,7 @@ from typing import TextIO
 
 from bot.config import Config
 from bot.dm.dice import DiceError
+from bot.dm.memory import recap_text
 from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta
 from bot.dm.service import DMService
 from bot.engine import dm_engine
@@ -25,6 +26,9 @@ CHANNEL = Channel(None, "terminal")
 HELP = """Type what your character does, or a command:
   /roll <dice> [adv|dis] [reason]   roll dice, e.g. /roll 1d20+5 adv stealth   (the DM sees the result)
   /tokens                           what this adventure has used of its budget
+  /recap                            the story so far: summary, pinned facts, last turns
+  /remember <fact>                  pin a fact the DM always keeps in mind (/recap shows the numbers)
+  /forget <number>                  unpin fact number <number>
   /end                              end the adventure (the next /start or line begins a new one)
   /help                             this text
   /quit                             leave (the adventure is kept; play again to continue)"""
@@ -96,6 +100,21 @@ class TerminalPlayer:
             return
         self.say(f"🎲 {outcome.result.summary(self.player.name)}")
 
+    async def recap(self) -> None:
+        recap = await self.service.memory.recap(CHANNEL)
+        self.say(recap_text(recap) if recap else "No adventure is running.")
+
+    async def remember(self, fact: str) -> None:
+        _, message = await self.service.memory.remember(CHANNEL, self.player, fact)
+        self.say(message)
+
+    async def forget(self, number: str) -> None:
+        if not number.strip().isdigit():
+            self.say("! Say which fact to unpin by its number, e.g. /forget 2 (/recap lists them).")
+            return
+        _, message = await self.service.memory.forget(CHANNEL, self.player, int(number), can_manage=True)
+        self.say(message)
+
     async def begin(self) -> bool:
         view = await self.service.usage(CHANNEL)
         if view is not None:
@@ -126,6 +145,12 @@ class TerminalPlayer:
                 await self.tokens()
             elif command == "/roll":
                 await self.roll(args)
+            elif command == "/recap":
+                await self.recap()
+            elif command == "/remember":
+                await self.remember(args)
+            elif command == "/forget":
+                await self.forget(args)
             elif command == "/end":
                 _, message = await self.service.end(CHANNEL, self.player, can_manage=True)
                 self.say(message)

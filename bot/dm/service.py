@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.config import Config
 from bot.dm import dice
 from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta, UsageReport
 from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, estimate_tokens
-from bot.dm.history import build_messages, window_start
+from bot.dm.memory import CampaignMemory
 from bot.dm.prompts import ROLL_DICE, system_prompt
 from bot.llm.base import (
     Finish,
@@ -115,6 +115,13 @@ class DMService:
         self.price: Price | None = price_for(config.llm.provider, config.llm.model, config.prices)
         self._locks: dict[str, asyncio.Lock] = {}
         self._queued: dict[str, int] = {}
+        # Campaign memory (bot/dm/memory): what each request holds, the running summary, pins, /recap.
+        self.memory = CampaignMemory(config, store, provider, self.retry, self.budget,
+                                     system=self.system, tools=self.tools)
+
+    async def aclose(self) -> None:
+        """Stop background work (summaries being written) before the store and provider close."""
+        await self.memory.aclose()
 
     # -- public faces' calls --------------------------------------------------------------------------------
 
@@ -252,20 +259,12 @@ class DMService:
     # -- the turn -------------------------------------------------------------------------------------------
 
     async def _request(self, session: Session, extra: list[Turn]) -> LLMRequest:
-        total = await self.store.count_turns(session.id)
-        start = window_start(total + len(extra), self.config.dm.history_messages)
-        turns = await self.store.turns(session.id, offset=start) if start < total else []
-        turns += extra[max(0, start - total):]
-        return LLMRequest(
-            system=self.system,
-            messages=tuple(build_messages(session, turns, omitted=start > 0)),
-            max_tokens=self.config.llm.max_output_tokens,
-            temperature=self.config.llm.temperature,
-            tools=self.tools,
-        )
+        """Every decision about what the model sees is the memory's (``volatile=`` takes per-turn state)."""
+        return await self.memory.request(session, extra)
 
     async def _run_turn(self, session: Session, player: Player | None, extra: list[Turn]) -> AsyncIterator[DMEvent]:
         request = await self._request(session, extra)
+        base, shrunk = len(request.messages), False  # messages after ``base`` are this turn's tool rounds
         used = (await self.store.usage_totals(session.id)).usage.total
         limit = self.budget.limit_for(session.token_limit)
         refusal = self.budget.refusal(used, estimate_tokens(request) + request.max_tokens, limit)
@@ -279,9 +278,19 @@ class DMService:
         try:
             for round_no in range(1, MAX_TOOL_ROUNDS + 1):
                 result = _Round()
-                async with aclosing(self._call(request, result, calls)) as events:
-                    async for event in events:
-                        yield event
+                for _fitting in range(2):
+                    try:
+                        async with aclosing(self._call(request, result, calls)) as events:
+                            async for event in events:
+                                yield event
+                        break
+                    except ProviderError as error:
+                        if error.kind != "context_overflow" or shrunk:
+                            raise
+                        shrunk = True  # "prompt is too long": once per turn, the same turn in a shorter request
+                        smaller = await self.memory.shrunk(session, extra, request)
+                        request = replace(smaller, messages=smaller.messages + request.messages[base:])
+                        base = len(smaller.messages)
                 narration.append(result.text)
                 if not result.tool_calls or round_no == MAX_TOOL_ROUNDS:
                     break
@@ -292,12 +301,9 @@ class DMService:
                         rolls.append(made[0])
                         yield RollMade(made[1], made[0].roller.name)
                     tool_results.append(answer)
-                request = LLMRequest(
-                    request.system,
-                    (*request.messages, Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
-                     Message("user", tool_results=tuple(tool_results))),
-                    request.max_tokens, request.temperature, request.tools,
-                )
+                request = replace(request, messages=(
+                    *request.messages, Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
+                    Message("user", tool_results=tuple(tool_results))))
         except ProviderError as error:
             await self.store.fail_turn(session.id, player_turn, calls)
             yield self._provider_failure(error)
@@ -313,6 +319,7 @@ class DMService:
             await asyncio.shield(self.store.fail_turn(session.id, player_turn, calls, interrupted=True))
             raise
         await self.store.complete_turn(session.id, player_turn, "".join(narration).strip(), calls, rolls)
+        self.memory.after_turn(session)  # the running summary, in the background (never delays the turn)
         yield Done(result.finish)
 
     async def _call(self, request: LLMRequest, result: _Round, calls: list[CallRecord]) -> AsyncIterator[DMEvent]:

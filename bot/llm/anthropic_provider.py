@@ -69,13 +69,14 @@ class AnthropicProvider:
     def request_params(self, request: LLMRequest) -> dict[str, Any]:
         """The keyword arguments of ``messages.create`` for ``request`` (without ``stream``)."""
         params: dict[str, Any] = {
-            "model": self.model,
+            "model": request.model or self.model,
             "max_tokens": request.max_tokens,
-            "messages": to_anthropic_messages(request.messages),
+            "messages": to_anthropic_messages(request.messages, volatile=request.volatile, cache=request.cache),
         }
         if request.system:
             # A breakpoint after the system prompt caches tools + system (tools come first in the prefix).
-            params["system"] = [{"type": "text", "text": request.system, "cache_control": _EPHEMERAL}]
+            params["system"] = [{"type": "text", "text": request.system,
+                                 **({"cache_control": _EPHEMERAL} if request.cache else {})}]
         if request.tools:
             params["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
@@ -148,7 +149,7 @@ class AnthropicProvider:
                 return errors.midstream_error(label, exc.type)
             return errors.status_error(
                 label, exc.status_code, error_type=exc.type, error_code=exc.error_code,
-                headers=exc.response.headers,
+                headers=exc.response.headers, error_message=errors.error_text(exc),
             )
         if isinstance(exc, anthropic.APIError):  # e.g. APIResponseValidationError: the data made no sense
             return ProviderError("stream", f"{label} sent data that could not be understood", retryable=True)
@@ -173,9 +174,12 @@ def _usage_from(reported: Any, previous: Usage) -> Usage:
     )
 
 
-def to_anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def to_anthropic_messages(
+    messages: tuple[Message, ...], *, volatile: str = "", cache: bool = True
+) -> list[dict[str, Any]]:
     """Neutral messages → Anthropic ``messages``, same-role neighbours merged, cache breakpoint on the last
-    block.
+    block, then the ``volatile`` text (if any) as one more block after the breakpoint: it changes every turn,
+    and a breakpoint after it would cache a prefix the next turn never repeats.
 
     Merging keeps each original text as its own block (rather than joining strings) so that a turn that was
     sent alone last time is still a byte-identical block, and the cache keeps matching. In a user message
@@ -193,10 +197,16 @@ def to_anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]
     for entry in merged:
         if entry["role"] == "user":
             entry["content"].sort(key=lambda block: block["type"] != "tool_result")  # stable
-    if merged:
+    if merged and cache:
         # The next call repeats this whole conversation as its prefix, so it reads it from the cache.
         last_block = merged[-1]["content"][-1]
         merged[-1]["content"][-1] = {**last_block, "cache_control": _EPHEMERAL}
+    if volatile:
+        block = {"type": "text", "text": volatile}
+        if merged and merged[-1]["role"] == "user":
+            merged[-1]["content"].append(block)
+        else:
+            merged.append({"role": "user", "content": [block]})
     return merged
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +27,26 @@ from bot.llm.base import ProviderError, StreamItem
 # hear that it is a billing matter rather than a rate limit. (OpenAI: code and type ``insufficient_quota``
 # on a 429; Anthropic: ``billing_error`` on a 402.)
 _QUOTA_MARKERS = frozenset({"insufficient_quota", "billing_error", "billing_required"})
+
+# "The prompt is longer than the model's context": Anthropic 400 invalid_request_error "prompt is too long: N
+# tokens > M maximum"; OpenAI 400 code context_length_exceeded; vLLM "maximum context length is N tokens";
+# llama.cpp exceed_context_size_error "exceeds the available context size"; Ollama and others similar words.
+_OVERFLOW_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error", "string_above_max_length"})
+_OVERFLOW_TEXT = re.compile(
+    r"prompt is too long|(?:prompt|input|context|request)\b.{0,40}\btoo (?:long|large|many tokens)"
+    r"|maximum context length|context (?:length|size|window) (?:exceeded|is exceeded)"
+    r"|exceeds? (?:the )?(?:available |maximum |model'?s? )?context|too many tokens",
+    re.IGNORECASE,
+)
+
+
+def is_context_overflow(status: int, error_type: str | None, error_code: str | None, message: str | None) -> bool:
+    """Whether an error answer says the prompt does not fit the model's context (see ``_OVERFLOW_TEXT``)."""
+    if status not in (400, 413, 422):
+        return False
+    if error_code in _OVERFLOW_CODES or error_type in _OVERFLOW_CODES:
+        return True
+    return bool(message and _OVERFLOW_TEXT.search(message[:2000]))
 
 
 def official_or_local_label(official_name: str, official_host: str, base_url: httpx2.URL) -> str:
@@ -82,9 +103,17 @@ def status_error(
     error_type: str | None,
     error_code: str | None,
     headers: Mapping[str, str] | None,
+    error_message: str | None = None,
 ) -> ProviderError:
-    """Map an HTTP error answer (status ≥ 400, before any byte of the stream) to a ``ProviderError``."""
+    """Map an HTTP error answer (status ≥ 400, before any byte of the stream) to a ``ProviderError``.
+
+    ``error_message`` (the provider's own words) is only read to recognise a context overflow, never copied."""
     retry_after = parse_retry_after(headers)
+    if is_context_overflow(status, error_type, error_code, error_message):
+        return ProviderError(
+            "context_overflow", f"the conversation is too long for the model at {label} ({status})",
+            retryable=False, status=status,
+        )
     if status == 402 or error_type in _QUOTA_MARKERS or error_code in _QUOTA_MARKERS:
         return ProviderError(
             "quota", f"{label} says the account's quota or spend limit is used up ({status})",
@@ -119,6 +148,18 @@ def status_error(
         )
     # 400, 422 and every other 4xx: our request is wrong; sending it again cannot help.
     return ProviderError("bad_request", f"{label} refused the request ({status})", retryable=False, status=status)
+
+
+def error_text(exc: Exception) -> str:
+    """The provider's own error words from an SDK status error (for classification only, never shown)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+        if isinstance(inner, str):
+            return inner
+    return str(getattr(exc, "message", "") or "")
 
 
 def midstream_error(label: str, error_type: str | None) -> ProviderError:

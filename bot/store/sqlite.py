@@ -21,6 +21,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.llm.base import Usage
+from bot.store.sqlite_memory import SQLiteMemoryTables
 from bot.store.base import (
     CallRecord,
     Channel,
@@ -102,6 +103,27 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN token_limit INTEGER;
     """,
+    # 3: campaign memory (issue 14): the running summary with its progress marker, and the players' pinned facts
+    """
+    CREATE TABLE memory_summaries (
+        session_id  INTEGER PRIMARY KEY REFERENCES sessions (id),
+        text        TEXT NOT NULL,
+        folded_seq  INTEGER NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE memory_pins (
+        id          INTEGER PRIMARY KEY,
+        session_id  INTEGER NOT NULL REFERENCES sessions (id),
+        number      INTEGER NOT NULL,
+        author_id   TEXT NOT NULL,
+        author_name TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        removed_at  REAL,
+        UNIQUE (session_id, number)
+    );
+    CREATE INDEX turns_story ON turns (session_id, status, role, seq);
+    """,
 ]
 
 _SESSION_COLUMNS = (
@@ -119,7 +141,7 @@ def _turn(row: aiosqlite.Row) -> Turn:
     return Turn(row[0], row[1], row[2], row[3], author, row[6], row[7], row[8])
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteMemoryTables):
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None

@@ -1,0 +1,55 @@
+"""/recap: the story so far as the players read it — the summary, the pinned facts with their numbers, and the
+last few turns a line each. Plain text with light markdown; each face escapes what players wrote its own way
+(``escape``) and splits it to its message size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.store.base import Pin, Session, Turn
+
+RECENT_TURNS = 6  # the last turns /recap shows, a line each
+LINE_CHARS = 160  # of each of those lines
+
+
+@dataclass(frozen=True, slots=True)
+class Recap:
+    session: Session
+    summary: str  # "" while nothing has been folded yet
+    pins: list[Pin]
+    recent: list[Turn]
+    pending: bool  # some turns have left the window but are not in the summary yet
+
+
+def _line(text: str, limit: int = LINE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def who(turn: Turn) -> str:
+    if turn.role == "dm":
+        return "DM"
+    if turn.role == "roll":
+        return "🎲"
+    return turn.author.name if turn.author else "A player"
+
+
+def recap_text(recap: Recap, *, escape: Callable[[str], str] = lambda text: text) -> str:
+    parts = ["**The story so far**"]
+    if recap.summary:
+        parts.append(escape(recap.summary))
+    else:
+        parts.append("*Nothing has been summarized yet: the DM still sees every turn of this adventure.*")
+    if recap.pending:
+        parts.append("*(The latest turns are being added to the summary.)*")
+    if recap.pins:
+        lines = [f"#{pin.number} {escape(_line(pin.text, 300))} — {escape(_line(pin.author.name, 40))}"
+                 for pin in recap.pins]
+        parts.append("**Pinned facts** (/forget number:<n> removes one)\n" + "\n".join(lines))
+    else:
+        parts.append("**Pinned facts**: none yet. /remember fact:<text> pins one the DM always keeps in mind.")
+    if recap.recent:
+        lines = [f"**{escape(_line(who(turn), 40))}**: {escape(_line(turn.content))}" for turn in recap.recent]
+        parts.append("**Last turns**\n" + "\n".join(lines))
+    return "\n\n".join(parts)
