@@ -199,3 +199,58 @@ async def test_every_request_fits_max_prompt_tokens_and_keeps_its_prefix_between
                if b.messages[:len(a.messages) - 1] == a.messages[:-1])
     assert kept >= len(provider.narration) * 0.6
     await table.close()
+
+
+async def test_pins_limits_numbers_and_who_may_forget(tmp_path):
+    from bot.dm.memory import MAX_PINS
+    from bot.store.base import Player
+
+    provider = CampaignProvider()
+    table = await Table(tmp_path / "pins.db", provider).open()
+    memory = table.service.memory
+    assert (await memory.remember(HALL, ARIA, "x"))[0] is False  # no adventure yet
+    await table.start()
+    ok, message = await memory.remember(HALL, BRAM, "y" * 301)
+    assert not ok and "301 characters" in message and "300" in message
+    assert (await memory.remember(HALL, BRAM, "   "))[0] is False
+    for i in range(MAX_PINS):
+        assert (await memory.remember(HALL, BRAM, f"fact {i + 1}"))[0]
+    ok, message = await memory.remember(HALL, ARIA, "one too many")
+    assert not ok and "25 pinned facts" in message and "/forget" in message
+    cass = Player("u3", "Cass")
+    ok, message = await memory.forget(HALL, cass, 3, can_manage=False)
+    assert not ok and "Bram" in message and "Manage Channels" in message
+    assert (await memory.forget(HALL, BRAM, 3, can_manage=False))[0]  # its author
+    assert (await memory.forget(HALL, ARIA, 4, can_manage=False))[0]  # the adventure's starter
+    assert (await memory.forget(HALL, cass, 5, can_manage=True))[0]  # a channel manager
+    assert not (await memory.forget(HALL, ARIA, 3, can_manage=True))[0]  # already gone
+    ok, message = await memory.remember(HALL, cass, "the bridge is out")
+    assert ok and "#26" in message  # numbers are never reused: "#3" always meant the same fact
+    await table.close()
+    table = await Table(tmp_path / "pins.db", provider).open()  # pins survive a restart
+    numbers = [p.number for p in await table.store.pins((await table.store.active_session("hall")).id)]
+    assert numbers == [1, 2, *range(6, 26), 26]
+    await table.close()
+
+
+async def test_recap_shows_summary_pins_and_last_turns_and_splits_for_discord(tmp_path):
+    from bot.dm.memory import recap_text
+    from bot.message_text import split_text
+
+    provider = CampaignProvider()
+    table = await Table(tmp_path / "recap.db", provider, dm={"history_messages": 4}).open()
+    assert await table.service.memory.recap(HALL) is None
+    await table.start()
+    await play(table, 1, 6)
+    for i in range(25):
+        await table.service.memory.remember(HALL, BRAM, f"fact {i} " + "long words here " * 17)
+    recap = await table.service.memory.recap(HALL)
+    text = recap_text(recap)
+    assert "Oswin Harrowgate" in text and "#25 fact 24" in text and "I try action 6." in text
+    assert len(text) > 2000
+    parts = split_text(text, 2000, max_parts=4, note="\n(trimmed)")
+    assert all(len(p) <= 2000 for p in parts) and len(parts) == 4
+    assert parts[-1].endswith("(trimmed)")
+    whole = split_text(text, 2000, max_parts=20)
+    assert "".join(whole).replace("\n", "") == text.replace("\n", "")  # nothing lost when not trimmed
+    await table.close()
