@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import cost, streaming, throughput
+from bench import memory as campaign_memory
 from bench.stats import Results, mean
 
 RESULTS = Path(__file__).with_name("results.json")
-ALL = (1, 2, 3, 4, 5)
+MEMORY_PLOT = Path(__file__).with_name("memory.png")
+ALL = (1, 2, 3, 4, 5, 6)
 
 
 def machine() -> dict[str, Any]:
@@ -134,6 +136,30 @@ async def figure_5(r: Results, quick: bool, ours: streaming.PhaseResult | None) 
               f"lag p{q}, ours / baseline")
 
 
+async def figure_6(r: Results, quick: bool) -> None:
+    turns = 60 if quick else campaign_memory.TURNS
+    say(f"figure 6: campaign memory over a scripted {turns}-turn campaign (ours, round 1's window, everything)")
+    runs = await campaign_memory.run(turns)
+    r.section(f"6. Campaign memory: input tokens per turn over a {turns}-turn campaign (Anthropic cache simulated)")
+    for name, run in runs.items():
+        key = name.replace(" ", "")
+        for t in (t for t in campaign_memory.SHOWN_AT if t <= turns):
+            r.add(f"memory_input_tokens_turn_{t}_{key}", run.per_turn[t - 1], "tokens", f"input at turn {t}, {name}")
+        r.add(f"memory_billed_input_per_turn_{key}", mean(run.billed), "tokens",
+              f"billed input per turn (cache simulated), {name}")
+        r.add(f"memory_cache_hit_share_{key}", 100 * run.cache_read / run.raw_input, "%",
+              f"input read from the cache, {name}")
+    ours = runs["ours"]
+    r.add("memory_summary_share", 100 * ours.summary_share, "% of tokens", "summary calls' share of all tokens, ours",
+          target=15)
+    r.add("memory_summaries_written", ours.summaries, "calls", "summary calls, ours")
+    late = ours.per_turn[len(ours.per_turn) // 2:]
+    r.add("memory_max_input_second_half_ours", max(late), "tokens", "largest request in the second half, ours",
+          target=campaign_memory.Config().memory.max_prompt_tokens)
+    problem = campaign_memory.plot(runs, MEMORY_PLOT)
+    say(f"  plot: {problem}" if problem else f"  plot written: {MEMORY_PLOT}")
+
+
 async def main(figures: tuple[int, ...], quick: bool) -> Results:
     results = Results()
     gc.freeze()  # the bench process's own long-lived objects (stand-in, SDKs) stay out of its collections
@@ -149,6 +175,8 @@ async def main(figures: tuple[int, ...], quick: bool) -> Results:
         await figure_4(results, quick)
     if 5 in figures:
         await figure_5(results, quick, ours_200)
+    if 6 in figures:
+        await figure_6(results, quick)
     return results
 
 
@@ -156,12 +184,12 @@ def cli() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a small smoke run (about 2 minutes): fewer channels, shorter phases")
-    parser.add_argument("--only", metavar="N[,N]", help="only these figures (1-5), e.g. --only 1,5")
+    parser.add_argument("--only", metavar="N[,N]", help="only these figures (1-6), e.g. --only 1,5")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     args = parser.parse_args()
     figures = tuple(int(x) for x in args.only.split(",")) if args.only else ALL
     if not set(figures) <= set(ALL):
-        parser.error("figures are 1 to 5")
+        parser.error("figures are 1 to 6")
     started = time.monotonic()
     info = machine()
     say(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}")
