@@ -254,3 +254,31 @@ async def test_recap_shows_summary_pins_and_last_turns_and_splits_for_discord(tm
     whole = split_text(text, 2000, max_parts=20)
     assert "".join(whole).replace("\n", "") == text.replace("\n", "")  # nothing lost when not trimmed
     await table.close()
+
+
+async def test_a_summary_too_long_for_the_model_folds_half_and_catches_up(tmp_path):
+    provider = CampaignProvider()
+    provider.failures = [overflow()]
+    table = await Table(tmp_path / "h.db", provider, dm={"history_messages": 8}).open()
+    await table.start()
+    await play(table, 1, 4)  # 9 turns: the window (8, step 4) has stepped; the first fold overflows
+    first, second = provider.summaries[:2]
+    assert len(second.messages[0].text) < len(first.messages[0].text)
+    session = await table.store.active_session("hall")
+    state = await table.store.summary(session.id)
+    assert state is not None and "Oswin Harrowgate" in state.text
+    await play(table, 5, 12)
+    folded = "\n".join(r.messages[0].text for r in provider.summaries)
+    assert all(f"I try action {n}." in folded for n in range(1, 9))  # every turn that left the window, once folded
+    assert isinstance((await table.act(13))[-1], Done)
+    await table.close()
+
+
+async def test_without_summaries_no_summary_call_is_made(tmp_path):
+    provider = CampaignProvider()
+    table = await Table(tmp_path / "n.db", provider, memory={"summaries": False}, dm={"history_messages": 4}).open()
+    await table.start()
+    await play(table, 1, 12)
+    assert provider.summaries == []
+    assert OPENING not in text_of(provider.narration[-1]) and "I try action 12." in text_of(provider.narration[-1])
+    await table.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import aclosing
 
 from bot.config import Config
 from bot.dm.guards import RetryPolicy, TokenBudget, estimate_tokens
@@ -95,11 +96,13 @@ class CampaignMemory:
 
     def after_turn(self, session: Session) -> None:
         """Called once after every stored turn: folds the turns that left the window, in the background."""
-        if not self.memory.summaries or session.id in self._folds:
-            return
+        running = self._folds.get(session.id)
+        if not self.memory.summaries or (running is not None and not running.done()):
+            return  # the fold running now checks again for more before it ends
         task = asyncio.get_running_loop().create_task(self._fold_all(session), name=f"summary-{session.id}")
         self._folds[session.id] = task
-        task.add_done_callback(lambda _: self._folds.pop(session.id, None))
+        task.add_done_callback(lambda done: self._folds.pop(session.id, None) if self._folds.get(session.id)
+                               is done else None)
 
     async def settle(self) -> None:
         """Wait for the summaries being written (tests, and an orderly stop)."""
@@ -137,7 +140,12 @@ class CampaignMemory:
             turns.pop()
         if not turns:
             return False
-        previous = state.text if state else ""
+        return await self._write(session, state.text if state else "", turns)
+
+    async def _write(self, session: Session, previous: str, turns: list[Turn]) -> bool:
+        """Fold ``turns`` into ``previous`` and store the result. On a context overflow, the older half of the
+        turns is folded instead (the rest waits for the next fold), so a summary can never get stuck either."""
+        store, sid = self.store, session.id
         request = LLMRequest(summary_system(self.memory.summary_max_tokens),
                              (Message("user", fold_prompt(session, previous, turns)),),
                              self.memory.summary_max_tokens, None, model=self.summary_model, cache=False)
@@ -151,6 +159,11 @@ class CampaignMemory:
             text = await self._summarize(request, calls)
         except Exception as error:
             await asyncio.shield(store.charge_calls(sid, calls))
+            half = _story_prefix(turns, len(turns) // 2)
+            if isinstance(error, ProviderError) and error.kind == "context_overflow" and half:
+                log.warning("adventure %s: %d turns are too long for one summary call; folding %d first", sid,
+                            len(turns), len(half))
+                return await self._write(session, previous, half)
             if isinstance(error, ProviderError):
                 log.warning("adventure %s: the summary call failed for good (%s); %d turns stay queued for the "
                             "next attempt, and the DM still sees them while they fit", sid, error.message,
@@ -171,13 +184,14 @@ class CampaignMemory:
             with attempt:
                 text, usage, finished = "", None, False
                 try:
-                    async for item in self.provider.stream(request):
-                        if isinstance(item, TextChunk):
-                            text += item.text
-                        elif isinstance(item, Usage):
-                            usage = item
-                        elif isinstance(item, Finish):
-                            finished = True
+                    async with aclosing(self.provider.stream(request)) as items:
+                        async for item in items:
+                            if isinstance(item, TextChunk):
+                                text += item.text
+                            elif isinstance(item, Usage):
+                                usage = item
+                            elif isinstance(item, Finish):
+                                finished = True
                 finally:
                     if usage is not None:
                         cost = self.summary_price.cost(usage) if self.summary_price else None
@@ -230,4 +244,12 @@ class CampaignMemory:
         pending = self.memory.summaries and target is not None and target > (state.folded_seq if state else 0)
         return Recap(session, clean_summary(state.text) if state else "", await self.store.pins(session.id),
                      await self.store.last_turns(session.id, RECENT_TURNS), pending)
+
+
+def _story_prefix(turns: list[Turn], count: int) -> list[Turn]:
+    """The first ``count`` turns, cut back so they end on an action or answer (never on a roll)."""
+    head = turns[:count]
+    while head and head[-1].role == "roll":
+        head.pop()
+    return head
 
