@@ -79,9 +79,10 @@ class Parts:
     volatile: str = ""
 
 
-def _merge(messages: list[Message], message: Message) -> None:
-    """Append, joining a neighbour of the same role (both providers want user and assistant to alternate)."""
-    last = messages[-1] if messages else None
+def _merge(messages: list[Message], message: Message, floor: int) -> None:
+    """Append, joining a neighbour of the same role (both providers want user and assistant to alternate; the
+    providers join neighbours too). Messages before ``floor`` (the opening and memory) are never joined into."""
+    last = messages[-1] if len(messages) > floor else None
     if last and last.role == message.role and not last.tool_calls and not last.tool_results:
         messages[-1] = Message(last.role, f"{last.text}\n\n{message.text}")
     else:
@@ -97,14 +98,15 @@ def assemble(parts: Parts, start: int, *, drop_rolls: int = 0) -> LLMRequest:
         messages.append(Message("user", f"{SUMMARY_HEADER}\n{parts.summary}"))
     if parts.pins:
         messages.append(Message("user", "\n".join([PINS_HEADER, *map(pin_line, parts.pins)])))
+    floor = len(messages)
     shown = parts.units[start:]
     for i, unit in enumerate(shown):
         if drop_rolls and i == len(shown) - 1:
             rolls = [t for t in unit if t.role == "roll"]
             unit = rolls[drop_rolls:] + [t for t in unit if t.role != "roll"]
-            _merge(messages, Message("user", TRIMMED_ROLLS))
+            _merge(messages, Message("user", TRIMMED_ROLLS), floor)
         for turn in unit:
-            _merge(messages, turn_message(turn))
+            _merge(messages, turn_message(turn), floor)
     return LLMRequest(parts.system, tuple(messages), parts.max_tokens, parts.temperature, parts.tools,
                       volatile=parts.volatile)
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_PINS = 25
 MAX_PIN_CHARS = 300
+SUMMARY_CHARS_PER_TOKEN = 6  # a summary longer than its bound allows (a server ignoring max_tokens) is cut
 FOLD_INPUT_SHARE = 0.5  # a fold reads at most this share of max_prompt_tokens of turns (the rest waits)
 
 
@@ -174,6 +175,7 @@ class CampaignMemory:
         except asyncio.CancelledError:
             await asyncio.shield(store.charge_calls(sid, calls))
             raise
+        text = _bounded(text, self.memory.summary_max_tokens * SUMMARY_CHARS_PER_TOKEN)
         await store.save_summary(sid, text, turns[-1].seq, calls)
         log.info("adventure %s: %d turns folded into the summary (%d characters)", sid, len(turns), len(text))
         return True
@@ -252,4 +254,12 @@ def _story_prefix(turns: list[Turn], count: int) -> list[Turn]:
     while head and head[-1].role == "roll":
         head.pop()
     return head
+
+
+def _bounded(text: str, limit: int) -> str:
+    """At most ``limit`` characters, cut at a line end when there is one in the last half."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind("\n", limit // 2, limit)
+    return text[: cut if cut > 0 else limit].rstrip()
 
