@@ -59,6 +59,9 @@ def describe(config: Config) -> str:
         f"max_retry_after={retry.max_retry_after_seconds:g}s",
         f"dm:        history_messages={config.dm.history_messages} content_rating={config.dm.content_rating} "
         f"dm_rolls={str(config.dm.dm_rolls).lower()}",
+        f"memory:    summaries={str(config.memory.summaries).lower()} "
+        f"summary_model={config.memory.summary_model or llm.model} summary_max_tokens="
+        f"{config.memory.summary_max_tokens} max_prompt_tokens={config.memory.max_prompt_tokens}",
         f"discord:   sync_commands={discord.sync_commands} edit_interval={discord.edit_interval_seconds:g}s "
         f"api={discord.api_base_url}",
         f"secrets:   DISCORD_TOKEN {shown(s.discord_token)}, ANTHROPIC_API_KEY {shown(s.anthropic_api_key)}, "
