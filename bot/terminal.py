@@ -102,7 +102,7 @@ class TerminalPlayer:
 
     async def recap(self) -> None:
         recap = await self.service.memory.recap(CHANNEL)
-        self.say(recap_text(recap) if recap else "No adventure is running.")
+        self.say(recap_text(recap, markdown=False) if recap else "No adventure is running.")
 
     async def remember(self, fact: str) -> None:
         _, message = await self.service.memory.remember(CHANNEL, self.player, fact)

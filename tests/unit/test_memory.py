@@ -282,3 +282,22 @@ async def test_without_summaries_no_summary_call_is_made(tmp_path):
     assert provider.summaries == []
     assert OPENING not in text_of(provider.narration[-1]) and "I try action 12." in text_of(provider.narration[-1])
     await table.close()
+
+
+async def test_between_two_window_steps_every_request_starts_with_the_previous_one(tmp_path):
+    provider = CampaignProvider()
+    table = await Table(tmp_path / "c.db", provider).open()
+    await table.start()
+    for n in range(1, 61):
+        if n % 4 == 0:
+            await table.service.roll(HALL, BRAM, "1d20+3", reason="Perception")
+        assert isinstance((await table.act(n))[-1], Done)
+    narration = provider.narration
+    assert len({r.system for r in narration}) == 1
+    breaks = [i for i in range(1, len(narration))
+              if narration[i].messages[:len(narration[i - 1].messages)] != narration[i - 1].messages]
+    # The prefix changes only when a new summary was written (once per window step), never in between.
+    last = max(i for i, r in enumerate(provider.requests) if r in narration)
+    written = [r for r in provider.requests[:last] if r not in narration]
+    assert len(written) == 10 and len(breaks) == len(written)
+    await table.close()

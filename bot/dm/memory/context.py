@@ -79,14 +79,18 @@ class Parts:
     volatile: str = ""
 
 
-def _merge(messages: list[Message], message: Message, floor: int) -> None:
-    """Append, joining a neighbour of the same role (both providers want user and assistant to alternate; the
-    providers join neighbours too). Messages before ``floor`` (the opening and memory) are never joined into."""
-    last = messages[-1] if len(messages) > floor else None
-    if last and last.role == message.role and not last.tool_calls and not last.tool_results:
-        messages[-1] = Message(last.role, f"{last.text}\n\n{message.text}")
-    else:
-        messages.append(message)
+def unit_messages(unit: Unit) -> list[Message]:
+    """A unit's turns as messages, same-role neighbours joined *within* the unit (a /roll and the action after
+    it). Units are never joined to each other: the providers join same-role neighbours on the wire (Anthropic
+    as separate blocks), so a unit sent last turn is still a byte-identical block this turn, even when the DM's
+    own rolls (user role) now follow the action it answered — and the prompt cache keeps matching."""
+    messages: list[Message] = []
+    for message in map(turn_message, unit):
+        if messages and messages[-1].role == message.role:
+            messages[-1] = Message(message.role, f"{messages[-1].text}\n\n{message.text}")
+        else:
+            messages.append(message)
+    return messages
 
 
 def assemble(parts: Parts, start: int, *, drop_rolls: int = 0) -> LLMRequest:
@@ -98,15 +102,13 @@ def assemble(parts: Parts, start: int, *, drop_rolls: int = 0) -> LLMRequest:
         messages.append(Message("user", f"{SUMMARY_HEADER}\n{parts.summary}"))
     if parts.pins:
         messages.append(Message("user", "\n".join([PINS_HEADER, *map(pin_line, parts.pins)])))
-    floor = len(messages)
     shown = parts.units[start:]
     for i, unit in enumerate(shown):
         if drop_rolls and i == len(shown) - 1:
             rolls = [t for t in unit if t.role == "roll"]
             unit = rolls[drop_rolls:] + [t for t in unit if t.role != "roll"]
-            _merge(messages, Message("user", TRIMMED_ROLLS), floor)
-        for turn in unit:
-            _merge(messages, turn_message(turn), floor)
+            messages.append(Message("user", TRIMMED_ROLLS))
+        messages.extend(unit_messages(unit))
     return LLMRequest(parts.system, tuple(messages), parts.max_tokens, parts.temperature, parts.tools,
                       volatile=parts.volatile)
 

@@ -35,21 +35,24 @@ def who(turn: Turn) -> str:
     return turn.author.name if turn.author else "A player"
 
 
-def recap_text(recap: Recap, *, escape: Callable[[str], str] = lambda text: text) -> str:
-    parts = ["**The story so far**"]
+def recap_text(recap: Recap, *, escape: Callable[[str], str] = lambda text: text, markdown: bool = True) -> str:
+    """The recap as text; ``markdown`` False for a terminal (no ** or * around headings and notes)."""
+    bold = (lambda text: f"**{text}**") if markdown else (lambda text: text)
+    italic = (lambda text: f"*{text}*") if markdown else (lambda text: text)
+    parts = [bold("The story so far")]
     if recap.summary:
         parts.append(escape(recap.summary))
     else:
-        parts.append("*Nothing has been summarized yet: the DM still sees every turn of this adventure.*")
+        parts.append(italic("Nothing has been summarized yet: the DM still sees every turn of this adventure."))
     if recap.pending:
-        parts.append("*(The latest turns are being added to the summary.)*")
+        parts.append(italic("(The latest turns are being added to the summary.)"))
     if recap.pins:
         lines = [f"#{pin.number} {escape(_line(pin.text, 300))} — {escape(_line(pin.author.name, 40))}"
                  for pin in recap.pins]
-        parts.append("**Pinned facts** (/forget number:<n> removes one)\n" + "\n".join(lines))
+        parts.append(bold("Pinned facts") + " (/forget number:<n> removes one)\n" + "\n".join(lines))
     else:
-        parts.append("**Pinned facts**: none yet. /remember fact:<text> pins one the DM always keeps in mind.")
+        parts.append(bold("Pinned facts") + ": none yet. /remember fact:<text> pins one the DM always keeps in mind.")
     if recap.recent:
-        lines = [f"**{escape(_line(who(turn), 40))}**: {escape(_line(turn.content))}" for turn in recap.recent]
-        parts.append("**Last turns**\n" + "\n".join(lines))
+        lines = [f"{bold(escape(_line(who(turn), 40)))}: {escape(_line(turn.content))}" for turn in recap.recent]
+        parts.append(bold("Last turns") + "\n" + "\n".join(lines))
     return "\n\n".join(parts)
