@@ -123,14 +123,24 @@ def fit(parts: Parts, budget: int, step: int) -> LLMRequest:
     last = max(0, len(parts.units) - 1)
     candidates = list(range(0, last, max(1, step)))
     candidates += [s for s in range(candidates[-1] + 1 if candidates else 0, last + 1)]
-    request = assemble(parts, last)
-    for start in candidates:
-        attempt = assemble(parts, start)
+    # Fewer units never cost more tokens: the first candidate that fits is found by bisection.
+    lo, hi, best = 0, len(candidates) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        attempt = assemble(parts, candidates[mid])
         if estimate_tokens(attempt) <= budget:
-            return attempt
+            best, hi = attempt, mid - 1
+        else:
+            lo = mid + 1
+    if best is not None:
+        return best
     rolls = sum(t.role == "roll" for t in parts.units[last]) if parts.units else 0
-    for drop in range(1, rolls + 1):
-        if estimate_tokens(request) <= budget:
-            break
-        request = assemble(parts, last, drop_rolls=drop)
-    return request
+    lo, hi, best = 1, rolls, assemble(parts, last, drop_rolls=rolls) if rolls else assemble(parts, last)
+    while lo <= hi:  # the fewest oldest rolls to leave out
+        mid = (lo + hi) // 2
+        attempt = assemble(parts, last, drop_rolls=mid)
+        if estimate_tokens(attempt) <= budget:
+            best, hi = attempt, mid - 1
+        else:
+            lo = mid + 1
+    return best
