@@ -280,6 +280,9 @@ async def test_without_summaries_no_summary_call_is_made(tmp_path):
     await table.start()
     await play(table, 1, 12)
     assert provider.summaries == []
+    from bot.dm.memory import recap_text
+
+    assert "Summaries are off" in recap_text(await table.service.memory.recap(HALL))
     assert OPENING not in text_of(provider.narration[-1]) and "I try action 12." in text_of(provider.narration[-1])
     await table.close()
 

@@ -245,7 +245,8 @@ class CampaignMemory:
         target = await self.store.story_turn_seq(session.id, first - 1) if first else None
         pending = self.memory.summaries and target is not None and target > (state.folded_seq if state else 0)
         return Recap(session, clean_summary(state.text) if state else "", await self.store.pins(session.id),
-                     await self.store.last_turns(session.id, RECENT_TURNS), pending)
+                     await self.store.last_turns(session.id, RECENT_TURNS), pending, self.memory.summaries,
+                     self.config.dm.history_messages)
 
 
 def _story_prefix(turns: list[Turn], count: int) -> list[Turn]:

@@ -20,6 +20,8 @@ class Recap:
     pins: list[Pin]
     recent: list[Turn]
     pending: bool  # some turns have left the window but are not in the summary yet
+    summaries: bool = True  # [memory] summaries is on
+    window: int = 20  # [dm] history_messages
 
 
 def _line(text: str, limit: int = LINE_CHARS) -> str:
@@ -42,6 +44,9 @@ def recap_text(recap: Recap, *, escape: Callable[[str], str] = lambda text: text
     parts = [bold("The story so far")]
     if recap.summary:
         parts.append(escape(recap.summary))
+    elif not recap.summaries:
+        parts.append(italic(f"Summaries are off on this bot: the DM sees the last {recap.window} actions and "
+                            "answers, and the pinned facts."))
     else:
         parts.append(italic("Nothing has been summarized yet: the DM still sees every turn of this adventure."))
     if recap.pending:
