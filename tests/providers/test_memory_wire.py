@@ -102,3 +102,63 @@ async def test_a_turn_that_overflows_once_succeeds_with_a_shorter_request_throug
     assert len(json.dumps(retried)) < len(json.dumps(failed)) * 0.75
     assert retried["messages"][-1]["content"][-1]["text"] == "Aria: I open the vault."
     await store.close()
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_summaries_through_a_real_local_server(llmock, provider, tmp_path):
+    """The running summary over a real socket (llmock): the fold is one more call, on the summary model; its
+    text is stored, reaches the next narration request, and the ledger has it."""
+    from bot.llm import make_provider
+
+    config = make_config(limits={"requests_per_minute": 10_000}, dm={"history_messages": 4},
+                         memory={"summary_model": "cheap-model"})
+    store = SQLiteStore(str(tmp_path / "dm.db"))
+    await store.open()
+    client = make_provider(provider, "dm-model", api_key=None, base_url=llmock.base_url(provider), timeout_seconds=5)
+    service = DMService(config, store, client, retry=RetryPolicy(config.retry, sleep=FakeSleep()))
+    llmock.reply("KEY FACTS\n- Oswin: the innkeeper\nSTORY SO FAR\nThe party met Oswin.", times=None)
+    try:
+        assert isinstance([e async for e in service.start(HALL, ARIA, "a heist")][-1], Done)
+        for n in range(3):
+            assert isinstance([e async for e in service.act(HALL, ARIA, f"I act {n}.")][-1], Done)
+            await service.memory.settle()
+        session = await store.active_session("hall")
+        state = await store.summary(session.id)
+        assert state is not None and "Oswin: the innkeeper" in state.text
+        models = [row[0] for row in await store.db.execute_fetchall(
+            "SELECT model FROM usage WHERE session_id = ? ORDER BY id", (session.id,))]
+        assert models.count("cheap-model") >= 1 and models.count("dm-model") == 4
+        assert isinstance([e async for e in service.act(HALL, ARIA, "I act again.")][-1], Done)
+        records = llmock.requests
+        assert [r.model for r in records].count("cheap-model") == models.count("cheap-model")
+        assert "- Oswin: the innkeeper" in json.dumps(records[-1].body)
+    finally:
+        await service.aclose()
+        await client.aclose()
+        await store.close()
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_a_model_with_a_small_context_never_gets_the_adventure_stuck(llmock, provider, tmp_path):
+    """A real server whose context window is smaller than ``max_prompt_tokens``: the first turn past it overflows
+    once and is answered with a shorter request; every later turn fits the learnt size at once."""
+    from bot.llm import make_provider
+
+    config = make_config(limits={"requests_per_minute": 10_000}, memory={"summaries": False},
+                         dm={"history_messages": 60})
+    store = SQLiteStore(str(tmp_path / "dm.db"))
+    await store.open()
+    client = make_provider(provider, "dm-model", api_key=None, base_url=llmock.base_url(provider), timeout_seconds=5)
+    service = DMService(config, store, client, retry=RetryPolicy(config.retry, sleep=FakeSleep()))
+    llmock.reply("The DM answers " + "at some length " * 30, times=None).limits(context_window=2500)
+    try:
+        assert isinstance([e async for e in service.start(HALL, ARIA, "a heist")][-1], Done)
+        for n in range(16):
+            events = [e async for e in service.act(HALL, ARIA, f"I act {n}, " + "carefully " * 30)]
+            assert isinstance(events[-1], Done), (n, events)
+        statuses = [r.status for r in llmock.requests]
+        assert statuses.count(400) >= 1 and statuses[-5:] == [200] * 5
+    finally:
+        await service.aclose()
+        await client.aclose()
+        await store.close()
