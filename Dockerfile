@@ -4,6 +4,8 @@
 #
 #   docker build -t dungeon-master .
 #   docker run -d --name dm -e DISCORD_TOKEN=... -e ANTHROPIC_API_KEY=... -v dm-data:/app/data dungeon-master
+# With -e DM_METRICS_PORT=9100 (and -p 9100:9100) it serves /metrics and /healthz, and HEALTHCHECK asks /healthz.
+# `make image-test` builds this image and plays one /start and one /act with it against local stand-ins.
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DM_CONFIG=/app/config.toml \
-    DM_DATABASE_URL=sqlite:////app/data/dungeon-master.db
+    DM_DATABASE_URL=sqlite:////app/data/dungeon-master.db \
+    DM_METRICS_HOST=0.0.0.0
 
 WORKDIR /app
 RUN useradd --create-home --uid 10001 dm
@@ -26,5 +29,9 @@ COPY config.toml ./config.toml
 RUN mkdir -p /app/data && chown dm:dm /app/data
 USER dm
 VOLUME ["/app/data"]
+
+# Healthy = connected to Discord's gateway and the database answers (GET /healthz on [metrics] port). Without a
+# metrics port the check has nothing to ask and passes.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["dungeon-master", "health"]
 
 CMD ["dungeon-master", "run"]

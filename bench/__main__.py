@@ -15,13 +15,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import cost, streaming, throughput
+from bench import cost, streaming, table, throughput
 from bench import memory as campaign_memory
 from bench.stats import Results, mean
 
 RESULTS = Path(__file__).with_name("results.json")
 MEMORY_PLOT = Path(__file__).with_name("memory.png")
-ALL = (1, 2, 3, 4, 5, 6)
+ALL = (1, 2, 3, 4, 5, 6, 7)
 
 
 def machine() -> dict[str, Any]:
@@ -137,10 +137,22 @@ async def figure_5(r: Results, quick: bool, ours: streaming.PhaseResult | None) 
 
 
 async def figure_6(r: Results, quick: bool) -> None:
+    words, rate = (30, 30.0) if quick else (60, 30.0)
+    say(f"figure 6: a burst of 5 actions during a narration, batched against one-by-one ({words} words at {rate:g}/s)")
+    runs = await table.compare(words, rate)
+    say("  " + table.report(runs, words, rate).replace("\n", "\n  "))
+    r.section(f"6. A table of players: 5 actions sent while the DM narrates ({words}-word answers at {rate:g} words/s)")
+    for name, (calls, seconds) in runs.items():
+        key = name.replace("-", "_")
+        r.add(f"burst_llm_calls_{key}", calls, "calls", f"LLM calls, {name}", target=2 if name == "batched" else None)
+        r.add(f"burst_last_answered_s_{key}", seconds, "s", f"last player's answer complete, {name}")
+
+
+async def figure_7(r: Results, quick: bool) -> None:
     turns = 60 if quick else campaign_memory.TURNS
-    say(f"figure 6: campaign memory over a scripted {turns}-turn campaign (ours, round 1's window, everything)")
+    say(f"figure 7: campaign memory over a scripted {turns}-turn campaign (ours, round 1's window, everything)")
     runs = await campaign_memory.run(turns)
-    r.section(f"6. Campaign memory: input tokens per turn over a {turns}-turn campaign (Anthropic cache simulated)")
+    r.section(f"7. Campaign memory: input tokens per turn over a {turns}-turn campaign (Anthropic cache simulated)")
     for name, run in runs.items():
         key = name.replace(" ", "")
         for t in (t for t in campaign_memory.SHOWN_AT if t <= turns):
@@ -177,6 +189,8 @@ async def main(figures: tuple[int, ...], quick: bool) -> Results:
         await figure_5(results, quick, ours_200)
     if 6 in figures:
         await figure_6(results, quick)
+    if 7 in figures:
+        await figure_7(results, quick)
     return results
 
 
@@ -184,12 +198,12 @@ def cli() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a small smoke run (about 2 minutes): fewer channels, shorter phases")
-    parser.add_argument("--only", metavar="N[,N]", help="only these figures (1-6), e.g. --only 1,5")
+    parser.add_argument("--only", metavar="N[,N]", help="only these figures (1-7), e.g. --only 1,5")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     args = parser.parse_args()
     figures = tuple(int(x) for x in args.only.split(",")) if args.only else ALL
     if not set(figures) <= set(ALL):
-        parser.error("figures are 1 to 6")
+        parser.error("figures are 1 to 7")
     started = time.monotonic()
     info = machine()
     say(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}")

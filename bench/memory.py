@@ -1,4 +1,4 @@
-"""Figure 6: campaign memory — input tokens per turn over a scripted 200-turn campaign, three ways.
+"""Figure 7: campaign memory — input tokens per turn over a scripted 200-turn campaign, three ways.
 
 - ours: the shipped configuration: running summary (folded after each window step), pinned facts, the window
   of 20 actions and answers stepping by 10, every request within ``max_prompt_tokens``;

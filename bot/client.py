@@ -19,17 +19,23 @@ from bot.config import Config
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
-from bot.store.sqlite import SQLiteStore
+from bot.metrics import BotMetrics
+from bot.metrics_server import MetricsServer
+from bot.store import StoreError, store_for
+from bot.store.sql import SQLStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.memory")
+EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.server",
+              "cogs.memory")
 
-# Only what the bot uses: read and post in channels and threads, embed links, read history for context.
+# Only what the bot uses: read and post in channels and threads, open an adventure's public thread
+# (/start thread:true), embed links, read history for context.
 INVITE_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
     send_messages_in_threads=True,
+    create_public_threads=True,
     embed_links=True,
     read_message_history=True,
 )
@@ -48,37 +54,63 @@ def point_at(config: Config) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.discord.gateway_url)
 
 
+RESTARTING = "The bot is restarting. Try again in a minute."
+
+
+class RestartAwareTree(app_commands.CommandTree):
+    """While the bot stops, a command gets a short private note instead of meeting a closed store or session."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        if not getattr(self.client, "stopping", False):
+            return True
+        try:
+            await interaction.response.send_message(RESTARTING, ephemeral=True)
+        except discord.HTTPException as error:
+            log.info("could not tell a user that the bot is restarting: %s", error)
+        return False
+
+
 class DungeonMasterBot(commands.Bot):
     """Slash commands only: no privileged intents, and model text can never ping anyone."""
 
     def __init__(self, config: Config, *, provider: LLMProvider | None = None, engine: bool = True,
                  force_sync: bool = False, sync_guild: int | None = None, **options: object) -> None:
+        metrics = BotMetrics()  # always counted; served only when [metrics] port is set
+        options.setdefault("http_trace", metrics.http_trace())  # counts Discord's 429s
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=INTENTS,
             allowed_mentions=discord.AllowedMentions.none(),
             help_command=None,
+            tree_cls=RestartAwareTree,
             **options,
         )
         self.config = config
+        self.metrics = metrics
+        self.metrics_server: MetricsServer | None = None
         self._provider = provider
         self._engine = engine  # False for `dungeon-master sync`: commands only, no store or LLM
         self._force_sync = force_sync
         self._sync_guild = sync_guild
-        self.store: SQLiteStore | None = None
+        self.store: SQLStore | None = None
         self.dm: DMService | None = None
         self.turns_in_flight: set[asyncio.Task[object]] = set()  # DM turns being shown (bot/discord_turn.py)
+        self.stopping = False
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
-        self.store = SQLiteStore(self.config.sqlite_path)
+        self.store = store_for(self.config.database.url)
         await self.store.open()
         if self.store.interrupted_on_open:
             log.warning("%d turns were cut by the last stop; they are kept as interrupted",
                         self.store.interrupted_on_open)
         if self._engine:
             self._provider = self._provider or build_provider(self.config)
-            self.dm = DMService(self.config, self.store, self._provider)
+            self.dm = DMService(self.config, self.store, self.metrics.observe_provider(self._provider))
+        if self._engine and self.config.metrics.port:
+            self.metrics_server = MetricsServer(self, self.metrics, self.config.metrics.host,
+                                                self.config.metrics.port)
+            await self.metrics_server.start()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.register_commands()
@@ -92,15 +124,18 @@ class DungeonMasterBot(commands.Bot):
                  ", ".join(f"/{c.name}" for c in self.tree.get_commands()))
 
     async def close(self) -> None:
+        self.stopping = True  # commands from now on get "restarting" (RestartAwareTree)
         await self.stop_turns()
+        if self.dm is not None:
+            await self.dm.aclose()  # the cut turns' writes finish while the store is open
         # discord.py leaves its "ready" timer running on close; stopped within its 2 s it would fire on a closed
         # client and print a traceback.
         ready_timer = getattr(self._connection, "_ready_task", None)
         if ready_timer is not None and not ready_timer.done():
             ready_timer.cancel()
         await super().close()
-        if self.dm is not None:
-            await self.dm.aclose()  # summaries being written stop; their turns stay queued
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self._provider is not None:
             await self._provider.aclose()
         if self.store is not None:
@@ -150,10 +185,15 @@ class DungeonMasterBot(commands.Bot):
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
         """The last resort: a short private message, never a traceback, never a stuck "thinking…"."""
-        log.error("command /%s failed", interaction.command.name if interaction.command else "?",
-                  exc_info=error)
         from bot.discord_turn import refuse
 
+        if self.stopping:  # the store or the HTTP session closed under the command: that is the whole story
+            log.info("command /%s stopped by the shutdown: %s",
+                     interaction.command.name if interaction.command else "?", error)
+            await refuse(interaction, RESTARTING)
+            return
+        log.error("command /%s failed", interaction.command.name if interaction.command else "?",
+                  exc_info=error)
         await refuse(interaction, "Something went wrong on our side; it has been logged. Try again.")
 
 
@@ -169,6 +209,9 @@ def run_bot(config: Config) -> int:
         # One line, not a traceback (which would bypass the log's secret filter on its way to stderr).
         print("dungeon-master: Discord refused DISCORD_TOKEN (401). Copy the token again from the Developer "
               "Portal (your application → Bot → Reset Token) into .env or the environment.", file=sys.stderr)
+        return 2
+    except StoreError as error:  # the database went away (or was replaced) since `run` checked it
+        print(f"dungeon-master: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -71,6 +71,11 @@ class LimitsConfig:
     tokens_per_session: int = field(default=100_000, metadata=_rule(min=1000))
     backend: str = field(default="memory://", metadata=_rule(doc="limits-backend"))
     max_queued_turns: int = field(default=5, metadata=_rule(min=1, max=100))
+    # server and player caps (0 = no cap); a server's admin may set its own with /config
+    monthly_tokens_per_server: int = field(default=0, metadata=_rule(min=0))
+    daily_tokens_per_player: int = field(default=0, metadata=_rule(min=0))
+    # one player's /roll per channel per minute, so dice cannot flood a channel
+    rolls_per_minute: int = field(default=30, metadata=_rule(min=1, max=10000))
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,15 @@ class DMConfig:
     max_action_chars: int = field(default=1000, metadata=_rule(min=10, max=4000))
     max_premise_chars: int = field(default=1000, metadata=_rule(min=10, max=4000))
     dm_rolls: bool = True
+    # actions arriving while the DM narrates are answered together in the next turn (one LLM call)
+    batch_actions: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # unset = no metrics server; set, it serves /metrics (Prometheus text) and /healthz
+    port: int | None = field(default=None, metadata=_rule(min=1, max=65535))
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dm: DMConfig = field(default_factory=DMConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     prices: Mapping[str, Price] = field(default_factory=dict)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "defaults"
@@ -150,6 +165,7 @@ SECTIONS: dict[str, type] = {
     "database": DatabaseConfig,
     "dm": DMConfig,
     "memory": MemoryConfig,
+    "metrics": MetricsConfig,
 }
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
 _SECRET_LIKE = ("token", "api_key", "apikey", "secret", "password")
@@ -202,15 +218,16 @@ def _check_format(where: str, kind: str, value: Any) -> None:
     prefixes = {
         "url": ("http://", "https://"),
         "ws-url": ("ws://", "wss://"),
-        "db-url": ("sqlite:///",),
+        "db-url": ("sqlite:///", "postgresql://", "postgres://"),
         "limits-backend": ("memory://", "redis://", "rediss://"),
     }.get(kind)
     if prefixes and not str(value).startswith(prefixes):
         allowed = " or ".join(f'"{p}…"' for p in prefixes)
-        hint = ""
-        if kind == "db-url" and str(value).startswith(("postgres://", "postgresql://")):
-            hint = " (a PostgreSQL store is not available yet)"
-        raise ConfigError(f"{where} = {_fmt(value)} must start with {allowed}{hint}")
+        if kind == "db-url":  # a URL may carry a password: never show it
+            from bot.store.base import mask_url
+
+            value = mask_url(str(value))
+        raise ConfigError(f"{where} = {_fmt(value)} must start with {allowed}")
 
 
 def _build_section(cls: type, table: Mapping[str, Any], name: str, origin: Mapping[str, str]) -> Any:
@@ -334,6 +351,10 @@ def load_config(
                           f"{', '.join(f'[{s}]' for s in [*SECTIONS, 'prices'])}")
     if sections["retry"].max_backoff_seconds < sections["retry"].initial_backoff_seconds:
         raise ConfigError(f"{file}: [retry] max_backoff_seconds must be at least initial_backoff_seconds")
+    llm = sections["llm"]
+    if llm.provider == "anthropic" and llm.temperature is not None and llm.temperature > 1:
+        raise ConfigError(f"{file}: [llm] temperature = {_fmt(llm.temperature)} is out of range for Anthropic, "
+                          "which accepts 0 to 1 (OpenAI accepts 0 to 2)")
     if sections["discord"].sync_commands == "guild" and sections["discord"].dev_guild_id is None:
         raise ConfigError(f'{file}: [discord] sync_commands = "guild" needs dev_guild_id (the server to register to)')
     return Config(

@@ -102,6 +102,38 @@ class InteractionSink:
                       webhook=True)
 
 
+class ChannelSink(InteractionSink):
+    """MessageSink that posts in a channel of its own (an adventure's new thread) with the bot token: its first
+    message plays the part of the interaction's original response. Private notes still go to the user through
+    the interaction, which must be deferred."""
+
+    def __init__(self, interaction: discord.Interaction[Any], channel: discord.abc.Messageable) -> None:
+        super().__init__(interaction)
+        self._channel = channel
+        self._first: SentMessage | None = None
+
+    async def edit_original(self, content: str) -> None:
+        if self._first is None:
+            self._first = await self.send_channel(content)
+        else:
+            await self.edit(self._first, content)
+
+    async def send_followup(self, content: str) -> SentMessage:
+        return await self.send_channel(content)
+
+    async def send_channel(self, content: str) -> SentMessage:
+        msg = await _mapped(self._channel.send(content, allowed_mentions=_NO_PINGS), webhook=False)
+        return SentMessage(msg, via_webhook=False)
+
+    async def delete(self, ref: SentMessage | None) -> None:
+        if ref is None:  # nothing of the channel's own to remove: the first message is only sent with text
+            if self._first is not None:
+                await _mapped(self._first.message.delete(), webhook=False)
+                self._first = None
+            return
+        await super().delete(ref)
+
+
 def token_deadline(interaction: discord.Interaction[Any], clock: Clock, margin: float = 30.0) -> float:
     """Clock time at which to stop using the interaction token: 15 min after the interaction, minus ``margin``.
 

@@ -169,8 +169,12 @@ class MessageStreamer:
                 pass
 
     async def _drain(self) -> None:
+        if self._task is not None and self._task.done():
+            self._task = None  # a flusher that was stopped: a new one brings Discord in line with the text
         self._poke()
-        await self._task  # type: ignore[misc]  # inside a running loop, _poke always starts it
+        # Shielded: a stop that cancels the caller (the bot shutting down during the last paced edits) must not
+        # cancel the flusher too, or the message would keep its cursor and lose its last words.
+        await asyncio.shield(self._task)  # type: ignore[arg-type]  # inside a running loop, _poke starts it
 
     # ----- layout: where the messages' spans lie over the text -----
     def _eff_start(self, m: _Msg) -> int:

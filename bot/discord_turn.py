@@ -13,10 +13,21 @@ from contextlib import aclosing
 
 import discord
 
-from bot.discord_sink import InteractionSink, token_deadline
+from bot.discord_sink import ChannelSink, InteractionSink, token_deadline
 from bot.discord_stream import MessageStreamer
 from bot.message_sink import MonotonicClock
-from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta
+from bot.dm.events import (
+    AnswersBatch,
+    BatchTicket,
+    Batched,
+    DMEvent,
+    Done,
+    Failed,
+    Reset,
+    Retrying,
+    RollMade,
+    TextDelta,
+)
 
 log = logging.getLogger(__name__)
 NO_PINGS = discord.AllowedMentions.none()
@@ -25,18 +36,24 @@ STOPPING = "the bot is restarting. Send your action again in a minute."
 
 
 async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DMEvent], *,
-                      edit_interval: float) -> MessageStreamer:
-    """Show a DM turn as it streams. The interaction must already be deferred with ``thinking=True``."""
+                      edit_interval: float, into: discord.Thread | None = None) -> MessageStreamer:
+    """Show a DM turn as it streams. The interaction must already be deferred with ``thinking=True``.
+    ``into``: stream into that thread (a new adventure's) instead of the interaction's response."""
     clock = MonotonicClock()
-    streamer = MessageStreamer(InteractionSink(interaction), edit_interval=edit_interval, clock=clock,
-                               token_expires_at=token_deadline(interaction, clock),
+    sink = InteractionSink(interaction) if into is None else ChannelSink(interaction, into)
+    streamer = MessageStreamer(sink, edit_interval=edit_interval, clock=clock,
+                               token_expires_at=token_deadline(interaction, clock) if into is None else None,
                                blocked_note=blocked_note(interaction))
     in_flight = getattr(interaction.client, "turns_in_flight", None)  # DungeonMasterBot.close() stops these
+    metrics = getattr(interaction.client, "metrics", None)  # bot/metrics.py: turns, retries, latency
+    if metrics is not None:
+        events = metrics.observe_turn(events)
     task = asyncio.current_task()
     if in_flight is not None and task is not None:
         in_flight.add(task)
+    ending: DMEvent | None = None
+    joined: BatchTicket | None = None  # this action joined another's batch: that response shows the answer
     try:
-        ending: DMEvent | None = None
         async with aclosing(events) as stream:
             async for event in stream:
                 if isinstance(event, TextDelta):
@@ -49,6 +66,11 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                     gap = "\n\n" if streamer.text.strip() else ""
                     streamer.feed(f"{gap}{event.roll.markdown(event.for_whom)}\n\n")
                     streamer.checkpoint()  # a roll stays, whatever a later retry does
+                elif isinstance(event, Batched):
+                    joined = event.ticket if event.position > 1 else joined
+                    show_batched(streamer, event)
+                elif isinstance(event, AnswersBatch):
+                    event.ticket.shown_at = await jump_url(interaction)  # the others' responses point here
                 elif isinstance(event, Done | Failed):
                     ending = event
                     break
@@ -57,12 +79,19 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
         if isinstance(ending, Failed):
             await streamer.fail(ending.message)
         else:
+            if joined is not None:
+                where = joined.shown_at or "the DM's answer above"
+                streamer.feed(f"\n-# ↪ The DM answers it together with the others' actions: {where}")
             if not streamer.text.strip():
                 streamer.feed(SILENT)
             await streamer.finish()
     except asyncio.CancelledError:
-        # The bot is stopping: the service has stored the turn as interrupted; end the message visibly.
-        await streamer.fail(STOPPING)
+        # The bot is stopping. A finished answer still gets its last edits (the service stored it); a cut one
+        # was stored as interrupted and its message ends with the note. Either way no cursor is left behind.
+        if isinstance(ending, Done):
+            await streamer.finish()
+        else:
+            await streamer.fail(STOPPING)
         raise
     except Exception:
         log.exception("streaming a DM turn failed")
@@ -78,6 +107,27 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
     elif streamer.blocked_reason:
         log.warning("channel %s: %s", interaction.channel_id, streamer.blocked_reason)
     return streamer
+
+
+def show_batched(streamer: MessageStreamer, event: Batched) -> None:
+    """An action that will be answered with the next turn: said at once. The first action of a batch gets a
+    note where the answer will stream; the others show the action itself, then point to the answer."""
+    if event.position == 1:
+        streamer.status("📝 Your action is in: the DM answers it right after the current answer.")
+        return
+    text = discord.utils.escape_mentions(discord.utils.escape_markdown(" ".join(event.text.split())))
+    streamer.feed(f"📝 {text[:1500]}")
+    streamer.checkpoint()
+    streamer.status("the DM answers it together with the others' right after the current answer…")
+
+
+async def jump_url(interaction: discord.Interaction) -> str | None:
+    """A link to the interaction's response message (None if Discord would not say)."""
+    try:
+        return (await interaction.original_response()).jump_url
+    except discord.HTTPException as error:
+        log.info("could not read the response message's link: %s", error)
+        return None
 
 
 def retry_note(event: Retrying) -> str:

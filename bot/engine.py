@@ -9,7 +9,7 @@ from bot.config import Config
 from bot.dm.service import DMService
 from bot.llm import make_provider
 from bot.llm.base import LLMProvider
-from bot.store.sqlite import SQLiteStore
+from bot.store import store_for
 
 
 def llm_setup_problem(config: Config) -> str | None:
@@ -41,13 +41,13 @@ def build_provider(config: Config) -> LLMProvider:
 
 @asynccontextmanager
 async def dm_engine(config: Config, *, provider: LLMProvider | None = None) -> AsyncIterator[DMService]:
-    store = SQLiteStore(config.sqlite_path)
+    store = store_for(config.database.url)  # StoreError: one line for the operator
     await store.open()
     provider = provider or build_provider(config)
     service = DMService(config, store, provider)
     try:
         yield service
     finally:
-        await service.aclose()
+        await service.aclose()  # outcome writes still in flight finish before the store closes
         await provider.aclose()
         await store.close()

@@ -16,6 +16,7 @@ from typing import TextIO
 from bot.config import Config
 from bot.dm.dice import DiceError
 from bot.dm.memory import recap_text
+from bot.dm.service import RollRefused
 from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta
 from bot.dm.service import DMService
 from bot.engine import dm_engine
@@ -95,7 +96,7 @@ class TerminalPlayer:
         try:
             outcome = await self.service.roll(CHANNEL, self.player, notation, advantage=advantage,
                                               reason=" ".join(rest) or None)
-        except DiceError as error:
+        except (DiceError, RollRefused) as error:
             self.say(f"! {error}")
             return
         self.say(f"🎲 {outcome.result.summary(self.player.name)}")

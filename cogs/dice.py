@@ -9,6 +9,7 @@ from discord.ext import commands
 from bot.client import DungeonMasterBot
 from bot.discord_turn import answer, refuse
 from bot.dm.dice import DiceError
+from bot.dm.service import RollRefused
 from cogs.common import channel_of, player_of
 
 
@@ -33,7 +34,7 @@ class Dice(commands.Cog):
         try:
             outcome = await self.bot.dm.roll(channel_of(interaction), player_of(interaction), dice,
                                              advantage=advantage.value if advantage else None, reason=reason)
-        except DiceError as error:
+        except (DiceError, RollRefused) as error:
             await refuse(interaction, str(error))
             return
         await answer(interaction, outcome.result.markdown(interaction.user.display_name))

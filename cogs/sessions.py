@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.client import DungeonMasterBot
 from bot.discord_turn import answer, refuse, stream_turn
+from bot.store.base import Channel
 from cogs.common import channel_of, player_of
+
+log = logging.getLogger(__name__)
 
 PREMISE_SHOWN = 300  # characters of the premise /session shows
 
@@ -18,12 +23,24 @@ class Sessions(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="start", description="Start an adventure in this channel; the DM opens the scene.")
-    @app_commands.describe(premise="What the adventure is about, e.g. 'a heist in a floating city' (optional)")
+    @app_commands.describe(
+        premise="What the adventure is about, e.g. 'a heist in a floating city' (optional)",
+        thread="Open a public thread for the adventure, named after the premise, and play it there",
+    )
     @app_commands.guild_only()
-    async def start(self, interaction: discord.Interaction, premise: app_commands.Range[str, None, 4000] = "") -> None:
+    async def start(self, interaction: discord.Interaction, premise: app_commands.Range[str, None, 4000] = "",
+                    thread: bool = False) -> None:
         await interaction.response.defer(thinking=True)
-        events = self.bot.dm.start(channel_of(interaction), player_of(interaction), premise)
-        await stream_turn(interaction, events, edit_interval=self.bot.config.discord.edit_interval_seconds)
+        into = None
+        if thread and not isinstance(interaction.channel, discord.Thread):  # inside a thread: play right there
+            into = await open_thread(interaction, premise)
+            if into is None:
+                return
+            await answer(interaction, f"🧵 A new adventure begins in {into.mention}: play there with /act.")
+        where = Channel(channel_of(interaction).guild_id, str(into.id)) if into else channel_of(interaction)
+        events = self.bot.dm.start(where, player_of(interaction), premise)
+        await stream_turn(interaction, events, edit_interval=self.bot.config.discord.edit_interval_seconds,
+                          into=into)
 
     @app_commands.command(name="end", description="End this channel's adventure (its starter or a channel manager).")
     @app_commands.guild_only()
@@ -52,6 +69,32 @@ class Sessions(commands.Cog):
             f"Started by {discord.utils.escape_markdown(s.started_by.name)} <t:{int(s.created_at)}:R>\n"
             f"Turns played: {view.turns}\n"
             f"Budget: {view.used:,} of {view.limit:,} tokens used ({view.remaining:,} left)"))
+
+
+async def open_thread(interaction: discord.Interaction, premise: str) -> discord.Thread | None:
+    """A public thread from the interaction's channel, named after the premise; None (the user was told) if not."""
+    channel = interaction.channel
+    if not isinstance(channel, discord.TextChannel):
+        await refuse(interaction, "An adventure thread can only be opened from a text channel. Use /start "
+                                  "without thread here.")
+        return None
+    try:
+        return await channel.create_thread(name=thread_name(premise), type=discord.ChannelType.public_thread,
+                                           auto_archive_duration=1440, reason="A new adventure (/start thread)")
+    except discord.Forbidden:
+        await refuse(interaction, "I can't open a thread here: I need the **Create Public Threads** and **Send "
+                                  "Messages in Threads** permissions in this channel. Ask an admin, or use /start "
+                                  "without thread.")
+    except discord.HTTPException as error:
+        log.warning("could not open a thread in channel %s: %s", channel.id, error)
+        await refuse(interaction, "Discord would not open the thread just now. Try again in a moment.")
+    return None
+
+
+def thread_name(premise: str) -> str:
+    """Discord's thread names: 1 to 100 characters, one line."""
+    name = " ".join(premise.split()) or "A new adventure"
+    return name if len(name) <= 100 else name[:99].rstrip() + "…"
 
 
 async def setup(bot: DungeonMasterBot) -> None:

@@ -33,8 +33,15 @@ class Tokens(commands.Cog):
         await answer(interaction, (
             f"**Tokens for this adventure**: {view.used:,} used of {view.limit:,} — **{view.remaining:,} left**\n"
             f"Input {usage.input_tokens:,} · cached input {usage.cache_read_tokens + usage.cache_write_tokens:,} "
-            f"· output {usage.output_tokens:,} over {view.totals.calls} model calls\n"
+            f"· output {usage.output_tokens:,} over {view.totals.calls} model calls"
+            f"{estimated_note(view.totals.estimated_tokens)}\n"
             f"Estimated cost: {cost}"))
+
+
+def estimated_note(tokens: int) -> str:
+    """Said when some calls' usage was never reported by the model server and the bot's estimate was charged."""
+    return (f" (about {tokens:,} of them estimated: the model server did not report their usage)"
+            if tokens else "")
 
 
 async def setup(bot: DungeonMasterBot) -> None:

@@ -21,3 +21,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The local Redis (127.0.0.1:6379). Absent: the test is skipped with the reason, except in CI (CI=true),
+    whose .ci/run starts Redis, where its absence is a failure."""
+    import os
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis is not running on 127.0.0.1:6379, and CI's .ci/run should have started it")
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (start it: redis-server --daemonize yes)")
+    return "redis://127.0.0.1:6379"
+
+
+from tests.pgdb import postgres_database, postgres_url  # noqa: E402,F401  (fixtures for every test folder)

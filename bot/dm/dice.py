@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Literal
 
+from bot.dm.prompts import quoted
+
 with warnings.catch_warnings():
     # d20 depends on the old `lark-parser`, whose import touches modules deprecated in Python 3.11.
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -73,7 +75,7 @@ class RollResult:
     def summary(self, who: str) -> str:
         """Plain text for the model: no markdown, dropped dice named as such."""
         adv = f" with {self.advantage}" if self.advantage else ""
-        why = f" for {self.reason}" if self.reason else ""
+        why = f" for {quoted(self.reason)}" if self.reason else ""  # the player's words, inert
         crit = f"; natural {20 if self.critical == 'success' else 1}: critical {self.critical}" \
             if self.critical else ""
         plain = re.sub(r"~~(.*?)~~", r"\1 dropped", self.detail).replace("**", "").replace("`", "")

@@ -1,7 +1,7 @@
 """What the DM service yields while it runs a turn. Faces (Discord, terminal) turn these into output.
 
-A turn's stream is: any number of ``TextDelta``/``Reset``/``Retrying``/``RollMade``/``UsageReport`` events, then exactly one
-``Done`` or one ``Failed``. A refusal (no session, rate limit, budget, …) is a turn whose only event is
+A turn's stream is: any number of ``TextDelta``/``Reset``/``Retrying``/``RollMade``/``UsageReport`` events (after a
+``Batched`` and/or ``AnswersBatch`` when actions are batched), then exactly one ``Done`` or one ``Failed``. A refusal (no session, rate limit, budget, …) is a turn whose only event is
 ``Failed``: nothing was shown and no LLM call was made.
 """
 
@@ -61,6 +61,34 @@ class Retrying:
     reason: str
 
 
+@dataclass(eq=False)
+class BatchTicket:
+    """One batched turn: the players whose actions it answers, in arrival order, and where the answer is shown
+    once a face shows it (``shown_at``: that face's own locator, such as a message link; None if unknown)."""
+
+    players: list  # list[Player]
+    shown_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """The player's action is in and will be answered together with others' in the next turn (``position`` 1
+    is the batch's first action, whose stream shows the answer; the others' streams end with ``Done`` or
+    ``Failed`` when that answer ends)."""
+
+    ticket: BatchTicket
+    position: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswersBatch:
+    """This turn answers several players' actions (``ticket.players``): a face that shows it may say where in
+    ``ticket.shown_at``, before the turn's text starts, so the other players' responses can point to it."""
+
+    ticket: BatchTicket
+
+
 @dataclass(frozen=True, slots=True)
 class Done:
     finish_reason: str
@@ -76,7 +104,10 @@ FailureKind = Literal[
     "retry_later",  # the provider asked us to wait longer than we may; retry_after says when
     "unavailable",  # the provider kept failing after every retry
     "rejected",  # the provider refused the request (400/401/403/404, quota): retrying cannot help
-    "internal",  # a bug of ours; logged
+    "internal",  # a bug of ours, or the store failing; logged
+    "empty",  # the model answered with neither text nor a roll: nothing was stored as an answer
+    "unsaved",  # the answer was shown but could not be stored: the turn is kept as interrupted
+    "stopping",  # the bot is shutting down
 ]
 
 
@@ -89,4 +120,4 @@ class Failed:
     retry_after: float | None = None
 
 
-DMEvent = TextDelta | Reset | Retrying | RollMade | UsageReport | Done | Failed
+DMEvent = TextDelta | Reset | Retrying | RollMade | UsageReport | Batched | AnswersBatch | Done | Failed

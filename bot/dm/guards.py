@@ -1,4 +1,5 @@
-"""The guards in front of the LLM: per-channel rate limit, per-session token budget, and the retry policy.
+"""The guards in front of the LLM: per-channel rate limit, token budgets (adventure, player/day, server/month),
+and the retry policy.
 
 ``DMService`` decides the order in which they apply; each guard here only answers its own question.
 """
@@ -6,9 +7,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from limits import RateLimitItemPerMinute
@@ -16,12 +20,15 @@ from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from bot.config import RetryConfig
+from bot.config import LimitsConfig, RetryConfig
 from bot.llm.base import LLMRequest, ProviderError
+from bot.store.base import CallRecord, CapReached, Player, Reservation, Session, Store, TokenCap
+
+log = logging.getLogger(__name__)
 
 
 class ChannelRateLimiter:
-    """``requests_per_minute`` LLM turns per channel, over a moving window.
+    """``per_minute`` hits per key (a channel's LLM turns; a player's rolls in a channel), over a moving window.
 
     On Redis (``redis://…``, when several bot processes must share the counts) the ``limits`` library keeps the
     windows. In one process (``memory://``) they are kept here (``_LocalWindows``): limits' async memory storage
@@ -29,8 +36,9 @@ class ChannelRateLimiter:
     hundred active channels that pass never stops and costs more CPU than the turns themselves (bench/).
     """
 
-    def __init__(self, per_minute: int, backend: str = "memory://") -> None:
+    def __init__(self, per_minute: int, backend: str = "memory://", namespace: str = "dm-turn") -> None:
         self.item = RateLimitItemPerMinute(per_minute)
+        self.namespace = namespace
         self.local: _LocalWindows | None = None
         self.limiter: MovingWindowRateLimiter | None = None
         if backend.startswith(("redis://", "rediss://")):
@@ -40,14 +48,14 @@ class ChannelRateLimiter:
         else:
             self.local = _LocalWindows(self.item.amount, self.item.get_expiry())
 
-    async def acquire(self, channel_id: str) -> float | None:
-        """Count one turn. Returns None if allowed, else how many seconds until a turn is allowed again."""
+    async def acquire(self, key: str) -> float | None:
+        """Count one hit. Returns None if allowed, else how many seconds until one is allowed again."""
         if self.local is not None:
-            return self.local.hit(channel_id)
+            return self.local.hit(key)
         assert self.limiter is not None
-        if await self.limiter.hit(self.item, "dm-turn", channel_id):
+        if await self.limiter.hit(self.item, self.namespace, key):
             return None
-        stats = await self.limiter.get_window_stats(self.item, "dm-turn", channel_id)
+        stats = await self.limiter.get_window_stats(self.item, self.namespace, key)
         return max(1.0, stats.reset_time - time.time())
 
 
@@ -87,20 +95,139 @@ def estimate_tokens(request: LLMRequest) -> int:
     return chars // 4 + 1
 
 
-class TokenBudget:
-    """Tokens a channel's session may use: everything the provider reports (input, cache reads and writes,
-    output). Checked before a turn with an estimate, charged after it with the reported usage."""
+@dataclass(frozen=True, slots=True)
+class CapLimits:
+    """The token caps in force for one server: 0 = no cap (still counted, so a cap set later sees the spend)."""
 
-    def __init__(self, default_limit: int) -> None:
+    daily_per_player: int = 0
+    monthly_per_server: int = 0
+
+
+@dataclass(slots=True)
+class TurnHold:
+    """One turn's tokens held in the store, against the caps worked out when it began (a turn that runs past
+    midnight stays on its first day), grown before each further tool round, settled when the turn ends."""
+
+    session_id: int
+    caps: list[TokenCap]
+    reservation: Reservation
+
+
+def day_and_month(now: float) -> tuple[str, float, str, float]:
+    """The UTC day and month of ``now`` as counter periods, each with the UNIX time it ends."""
+    moment = datetime.fromtimestamp(now, timezone.utc)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    next_month = month.replace(year=month.year + 1, month=1) if month.month == 12 else month.replace(
+        month=month.month + 1)
+    return (day.strftime("%Y-%m-%d"), (day + timedelta(days=1)).timestamp(), month.strftime("%Y-%m"),
+            next_month.timestamp())
+
+
+class TokenBudget:
+    """Tokens an adventure, a player's UTC day and a server's UTC month may use: everything the provider reports
+    (input, cache reads and writes, output).
+
+    Before a turn its estimate is *held* against every cap in one store transaction that also checks them
+    (``Store.reserve_tokens``), so several processes can never together pass a cap by more than one call's
+    overshoot of its estimate; after the turn the hold is settled with the reported usage.
+
+    The per-server caps come through one coroutine, ``limits_for(guild_id)``: the configured defaults unless a
+    caller (an admin's per-server settings) passes its own.
+    """
+
+    def __init__(
+        self,
+        default_limit: int,
+        *,
+        daily_per_player: int = 0,
+        monthly_per_server: int = 0,
+        limits_for: Callable[[str | None], Awaitable[CapLimits]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.default_limit = default_limit
+        self.configured = CapLimits(daily_per_player, monthly_per_server)
+        self.limits_for = limits_for or self._configured_limits
+        self.clock = clock
+
+    @classmethod
+    def from_config(cls, limits: LimitsConfig, **options: Any) -> TokenBudget:
+        return cls(limits.tokens_per_session, daily_per_player=limits.daily_tokens_per_player,
+                   monthly_per_server=limits.monthly_tokens_per_server, **options)
+
+    async def _configured_limits(self, guild_id: str | None) -> CapLimits:
+        return self.configured
 
     def limit_for(self, session_limit: int | None) -> int:
         """A session's own limit (set by an admin with /budget) or the configured default."""
         return session_limit if session_limit is not None else self.default_limit
 
+    async def caps(self, session: Session, player: Player | None, now: float) -> list[TokenCap]:
+        """The caps a turn in ``session`` by ``player`` is held against (the opening counts for its starter)."""
+        limits = await self.limits_for(session.guild_id)
+        day, day_ends, month, month_ends = day_and_month(now)
+        player = player or session.started_by
+        caps = [TokenCap("adventure", self.limit_for(session.token_limit)),
+                TokenCap("player_day", limits.daily_per_player, f"player:{player.id}:{day}", day_ends)]
+        if session.guild_id:
+            caps.append(TokenCap("server_month", limits.monthly_per_server, f"guild:{session.guild_id}:{month}",
+                                 month_ends))
+        return caps
+
+    async def reserve(self, store: Store, session: Session, player: Player | None, tokens: int) -> TurnHold | str:
+        """Hold ``tokens`` for a turn; the refusal message instead when a cap would be passed."""
+        now = self.clock()
+        caps = await self.caps(session, player, now)
+        held = await store.reserve_tokens(session.id, tokens, caps, now=now)
+        return self.cap_refusal(held) if isinstance(held, CapReached) else TurnHold(session.id, caps, held)
+
+    async def extend(self, store: Store, hold: TurnHold, calls: Sequence[CallRecord], next_call: int) -> bool:
+        """Before a further tool round: grow the hold to what the turn has used plus the next call's estimate.
+        False when a cap has no room for it (the turn then ends with what it has), or the store fails."""
+        extra = sum(call.usage.total for call in calls) + next_call - hold.reservation.tokens
+        if extra <= 0:
+            return True
+        try:
+            grown = await store.reserve_tokens(hold.session_id, extra, hold.caps, now=self.clock(),
+                                               adding_to=hold.reservation)
+        except Exception:
+            log.exception("could not grow token reservation %s", hold.reservation.id)
+            return False
+        if isinstance(grown, CapReached):
+            log.info("no tokens left for another tool round in session %s (%s)", hold.session_id, grown.cap.name)
+            return False
+        hold.reservation = grown
+        return True
+
+    @staticmethod
+    async def settle(store: Store, hold: TurnHold, calls: Sequence[CallRecord]) -> None:
+        """Charge what the provider reported instead of the hold. Never raises: a hold that cannot be settled now
+        is taken as spent in full once stale (bot/store/tokens.py), which errs on the side of the budget."""
+        try:
+            await store.settle_reservation(hold.reservation, sum(call.usage.total for call in calls))
+        except Exception:
+            log.exception("could not settle token reservation %s", hold.reservation.id)
+
+    @classmethod
+    def cap_refusal(cls, reached: CapReached) -> str:
+        cap, used, needed = reached.cap, reached.used, reached.needed
+        if cap.name == "adventure":
+            return cls.refusal(used, needed, cap.limit) or ""
+        when = f"<t:{int(cap.resets_at or 0)}:R>"
+        if cap.name == "player_day":
+            if used >= cap.limit:
+                return (f"You have used your daily allowance of {cap.limit:,} tokens on this bot. "
+                        f"It starts again {when}.")
+            return (f"You have used {used:,} of your daily allowance of {cap.limit:,} tokens and the next turn may "
+                    f"need up to {needed:,}. It starts again {when}.")
+        if used >= cap.limit:
+            return f"This server has used its monthly allowance of {cap.limit:,} tokens. It starts again {when}."
+        return (f"This server has used {used:,} of its monthly allowance of {cap.limit:,} tokens and the next turn "
+                f"may need up to {needed:,}. It starts again {when}.")
+
     @staticmethod
     def refusal(used: int, needed: int, limit: int) -> str | None:
-        """None if a turn estimated at ``needed`` tokens fits, else the message saying why not."""
+        """None if a turn estimated at ``needed`` tokens fits the adventure's budget, else the message why not."""
         if used + needed <= limit:
             return None
         if used >= limit:

@@ -41,11 +41,14 @@ def build_messages(session: Session, turns: list[Turn], *, omitted: bool) -> lis
     """The conversation for the model: the opening request (with the premise) first, then the turns.
 
     Consecutive messages of one role are merged (both providers want user and assistant to alternate; several
-    players, or a roll and an action, often come one after another).
+    players, or a roll and an action, often come one after another). An empty answer is no message: databases
+    of older versions may hold one, and the providers drop it, which would leave two user messages in a row.
     """
     opening = opening_request(session.started_by.name, session.premise)
     messages = [Message("user", f"{opening}\n\n{OMITTED_NOTE}" if omitted else opening)]
     for turn in turns:
+        if turn.role == "dm" and not turn.content.strip():
+            continue
         message = turn_message(turn)
         last = messages[-1]
         if last.role == message.role and not last.tool_calls and not last.tool_results:

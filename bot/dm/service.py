@@ -5,12 +5,18 @@ For every LLM turn, in this order:
   2. the channel must have an active session (or, for /start, must not);
   3. the channel's queue must have room (``max_queued_turns``) — a flood of actions is refused, not queued;
   4. the rate limit counts the turn (a refusal says when to try again);
-  5. the channel's lock is taken: turns in one channel run one after another, each seeing the ones before;
+  5. the channel's lock is taken: turns in one channel run one after another, each seeing the ones before
+     (``bot.dm.slots``; the count is exact across the awaits of 3–5);
   6. the token budget is checked with an estimate of this request (after the lock, so it sees the turn that
      just finished);
   7. the player's action is stored as pending, the model streams with retries (``RetryPolicy``) and tool
      rounds (the DM's own dice), and the outcome is stored in one transaction with the reported usage.
 Refusals in 1–6 make no LLM call. Each public turn method is an async generator of ``bot.dm.events``.
+
+What a player saw is kept: the outcome's write is retried, shielded from cancellation and waited for on close
+(``aclose``); if it still fails, the action, the shown rolls and every reported usage are kept as an
+interrupted turn and the players are told. A call whose usage the provider never reported is charged from the
+bot's own estimate (marked so in the ledger).
 """
 
 from __future__ import annotations
@@ -18,27 +24,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from bot.config import Config
 from bot.dm import dice
-from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, TextDelta, UsageReport
-from bot.dm.guards import ChannelRateLimiter, RetryPolicy, TokenBudget, estimate_tokens
+from bot.dm.admin import ServerAdmin
+from bot.dm.batching import MAX_BATCH, ActionBatches
+from bot.dm.calls import CallResult, LLMCalls
+from bot.dm.events import AnswersBatch, Batched, DMEvent, Done, Failed, RollMade
+from bot.dm.guards import CapLimits, ChannelRateLimiter, RetryPolicy, TokenBudget, TurnHold, estimate_tokens
 from bot.dm.memory import CampaignMemory
 from bot.dm.prompts import ROLL_DICE, system_prompt
-from bot.llm.base import (
-    Finish,
-    LLMProvider,
-    LLMRequest,
-    Message,
-    ProviderError,
-    TextChunk,
-    ToolCall,
-    ToolResult,
-    Usage,
-)
+from bot.dm.recorder import TurnRecorder
+from bot.dm.settings import GuildSettings
+from bot.dm.slots import SlotRefused, TurnSlots
+from bot.llm.base import LLMProvider, LLMRequest, Message, ProviderError, ToolCall, ToolResult
 from bot.llm.pricing import Price, price_for
 from bot.store.base import CallRecord, Channel, Player, RollRecord, Session, SessionExists, Store, Turn, UsageTotals
 
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_TOOL_ROUNDS = 4  # LLM calls in one turn; a model that keeps calling tools is cut off here
 MIN_BUDGET, MAX_BUDGET = 1_000, 100_000_000  # what /budget accepts
 MAX_KEPT_TOTAL = 2**63 - 1  # every roll is stored, and stores keep 64-bit integers
+STOPPING = "The bot is restarting. Try again in a minute."
 
 
 def _keepable(result: dice.RollResult) -> dice.RollResult:
@@ -59,6 +62,10 @@ def _keepable(result: dice.RollResult) -> dice.RollResult:
 class _Refused(Exception):
     def __init__(self, failure: Failed) -> None:
         self.failure = failure
+
+
+class RollRefused(Exception):
+    """A player's /roll was not made (too many rolls, or the bot is stopping); the message is for the player."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +90,6 @@ class PlayerRoll:
     in_session: bool  # stored as a turn: the DM sees it next time
 
 
-@dataclass(slots=True)
-class _Round:
-    """What one LLM call produced (reset before each attempt)."""
-
-    text: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish: str = "other"
-
-
 class DMService:
     def __init__(
         self,
@@ -101,33 +99,44 @@ class DMService:
         *,
         rate_limiter: ChannelRateLimiter | None = None,
         retry: RetryPolicy | None = None,
+        write_wait: Callable[[object], float] | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.provider = provider
         self.rate_limiter = rate_limiter or ChannelRateLimiter(
             config.limits.requests_per_minute, config.limits.backend
         )
+        self.roll_limiter = ChannelRateLimiter(config.limits.rolls_per_minute, config.limits.backend, "player-roll")
         self.retry = retry or RetryPolicy(config.retry)
-        self.budget = TokenBudget(config.limits.tokens_per_session)
+        self.budget = TokenBudget.from_config(config.limits, limits_for=self._cap_limits)
         self.system = system_prompt(config.dm, tools=config.dm.dm_rolls)
         self.tools = (ROLL_DICE,) if config.dm.dm_rolls else ()
+        self.admin = ServerAdmin(config, store, tools=config.dm.dm_rolls)  # per-server settings, /config, /usage
         self.price: Price | None = price_for(config.llm.provider, config.llm.model, config.prices)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._queued: dict[str, int] = {}
+        self.llm = LLMCalls(provider, self.retry, self.price)
+        self.recorder = TurnRecorder(store, write_wait)
+        self.slots = TurnSlots(config.limits.max_queued_turns)
+        self.batches = ActionBatches()
+        self.closing = False  # aclose() began: new commands are refused, writes in flight are waited for
+        self._held: dict[str, int] = {}  # channel → session with a roll held for the running turn's end
         # Campaign memory (bot/dm/memory): what each request holds, the running summary, pins, /recap.
-        self.memory = CampaignMemory(config, store, provider, self.retry, self.budget,
+        self.memory = CampaignMemory(config, store, lambda: self.llm.provider, self.retry, self.budget,
                                      system=self.system, tools=self.tools)
 
-    async def aclose(self) -> None:
-        """Stop background work (summaries being written) before the store and provider close."""
-        await self.memory.aclose()
+    @property
+    def provider(self) -> LLMProvider:
+        return self.llm.provider
+
+    @provider.setter
+    def provider(self, provider: LLMProvider) -> None:  # tests and benchmarks swap it
+        self.llm.provider = provider
 
     # -- public faces' calls --------------------------------------------------------------------------------
 
     async def start(self, channel: Channel, starter: Player, premise: str) -> AsyncIterator[DMEvent]:
         """Open a session in the channel and stream the opening narration."""
         try:
+            self._check_open()
             premise = self._checked_text(premise, self.config.dm.max_premise_chars, "premise", allow_empty=True)
             existing = await self.store.active_session(channel.channel_id)
             if existing:
@@ -137,11 +146,14 @@ class DMService:
                     session = await self.store.start_session(channel, starter, premise)
                 except SessionExists:
                     raise _Refused(self._session_active(await self.store.active_session(channel.channel_id)))
-                async with aclosing(self._run_turn(session, None, [])) as events:
+                if (limit := await self.admin.adventure_limit(channel.guild_id)) is not None:
+                    await self.store.set_token_limit(session.id, limit)  # the server's adventure_budget
+                    session = replace(session, token_limit=limit)
+                async with aclosing(self._run_turn(session, [])) as events:
                     async for event in events:
                         if isinstance(event, Failed):
                             # No opening, no adventure: close it (it stays in the database) so /start can be retried.
-                            await self.store.end_session(session.id, starter)
+                            await self.recorder.durably(lambda: self.store.end_session(session.id, starter))
                             event = Failed(event.kind, f"{event.message} The adventure was not started; /start "
                                                        "again when you are ready.", event.retry_after)
                         yield event
@@ -149,31 +161,78 @@ class DMService:
             yield refused.failure
 
     async def act(self, channel: Channel, player: Player, text: str) -> AsyncIterator[DMEvent]:
-        """A player's action; streams the DM's answer."""
+        """A player's action; streams the DM's answer. With ``batch_actions``, an action arriving while the DM
+        narrates is answered together with the others that arrive meanwhile (``bot.dm.batching``)."""
+        cid = channel.channel_id
+        batch = None
+        leading = False  # this action opened its batch: the batch ends with this stream
         try:
+            self._check_open()
             text = self._checked_text(text, self.config.dm.max_action_chars, "action")
-            if not await self.store.active_session(channel.channel_id):
+            if not await self.store.active_session(cid):
                 raise _Refused(self._no_session())
-            async with self._turn_slot(channel.channel_id):
-                session = await self.store.active_session(channel.channel_id)  # it may have ended meanwhile
+            if self.config.dm.batch_actions:
+                batch = self.batches.joinable(cid)
+                if batch is not None:  # a turn waits for the DM: this action goes with it
+                    if len(batch.actions) >= MAX_BATCH:
+                        raise _Refused(Failed("busy", f"The DM is busy: {MAX_BATCH} actions already wait for the "
+                                                      "next answer. Try again in a moment."))
+                    yield Batched(batch.ticket, self.batches.join(batch, player, text), text)
+                    yield await asyncio.shield(batch.outcome)
+                    return
+                batch, leading = self.batches.open(cid, player, text), True
+                if self.slots.running(cid):
+                    yield Batched(batch.ticket, 1, text)  # it will wait: say at once that it is in
+            async with self._turn_slot(cid):
+                if batch is not None:
+                    self.batches.close(cid, batch)
+                session = await self.store.active_session(cid)  # it may have ended meanwhile
                 if session is None:
                     raise _Refused(self._no_session())
-                pending = Turn(0, session.id, 0, "player", player, text, "pending", time.time())
-                async with aclosing(self._run_turn(session, player, [pending])) as events:
+                actions = batch.actions if batch is not None else [(player, text)]
+                if len(actions) > 1:
+                    yield AnswersBatch(batch.ticket)
+                pending = [Turn(0, session.id, 0, "player", who, what, "pending", time.time()) for who, what in actions]
+                async with aclosing(self._run_turn(session, pending)) as events:
                     async for event in events:
+                        if batch is not None and isinstance(event, Done | Failed):
+                            batch.settle(event)
                         yield event
         except _Refused as refused:
+            if batch is not None:
+                batch.settle(refused.failure)
             yield refused.failure
+        finally:
+            if leading:  # the batch ends with its leader's stream, whatever ended it
+                self.batches.close(cid, batch)
+                batch.settle(Failed("internal", "The DM's answer was cut off; your action is kept. Send it again."))
 
     async def roll(
         self, channel: Channel, player: Player, notation: str, *, advantage: str | None = None,
         reason: str | None = None,
     ) -> PlayerRoll:
-        """A player's own roll. Raises ``dice.DiceError`` (a user-facing message) for bad notation."""
+        """A player's own roll. Raises ``dice.DiceError`` for bad notation and ``RollRefused`` past the player's
+        ``rolls_per_minute`` (both messages are for the player).
+
+        Made while a DM turn runs in the channel, the roll is kept at once but enters the story after that turn's
+        answer: the model reads it as the reply to what it asked, never before its own question."""
+        if self.closing:
+            raise RollRefused(STOPPING)
         result = _keepable(dice.roll(notation, advantage=advantage, reason=reason))
+        wait = await self._limited(self.roll_limiter, f"{channel.channel_id}:{player.id}")
+        if wait is not None:
+            per_minute = self.config.limits.rolls_per_minute
+            raise RollRefused(f"You are rolling fast: at most {per_minute} rolls a minute in this channel. "
+                              f"Roll again in {wait:.0f} s.")
         session = await self.store.active_session(channel.channel_id)
-        await self.store.add_roll(channel, session.id if session else None, self._roll_record(player, result))
-        return PlayerRoll(result, session is not None)
+        running = self.slots.running(channel.channel_id) if session else 0
+        if running:
+            self._held[channel.channel_id] = session.id  # set before the await: the turn's end releases it
+        in_session = await self.store.add_roll(channel, session.id if session else None,
+                                               self._roll_record(player, result), held=bool(running))
+        if running and self.slots.running(channel.channel_id) != running:
+            await self.store.release_held_rolls(session.id)  # the turn ended while the roll was being stored
+        return PlayerRoll(result, in_session)
 
     async def usage(self, channel: Channel) -> BudgetView | None:
         session = await self.store.active_session(channel.channel_id)
@@ -182,6 +241,16 @@ class DMService:
         totals = await self.store.usage_totals(session.id)
         turns = await self.store.count_turns(session.id)
         return BudgetView(session, totals, self.budget.limit_for(session.token_limit), turns)
+
+    async def _cap_limits(self, guild_id: str | None) -> CapLimits:
+        """The server's token caps (its /config, else config.toml) for the budget's holds."""
+        settings = await self.admin.settings(guild_id)
+        return CapLimits(settings.player_daily_budget, settings.monthly_budget)
+
+    async def guild_settings(self, guild_id: str | None) -> GuildSettings:
+        """A server's effective settings (its /config overrides, else config.toml): persona, content rating,
+        adventure budget, and the monthly and per-player daily caps (0 = no cap)."""
+        return await self.admin.settings(guild_id)
 
     async def set_budget(self, channel: Channel, tokens: int, *, can_manage_server: bool) -> tuple[bool, str]:
         """An admin's token budget for the channel's current session (Manage Server only)."""
@@ -198,18 +267,32 @@ class DMService:
                       f"{max(0, tokens - used):,} left).")
 
     async def end(self, channel: Channel, by: Player, *, can_manage: bool) -> tuple[bool, str]:
-        """Close the channel's session. Only its starter, or someone who may manage the channel, may."""
+        """Close the channel's session. Only its starter, or someone who may manage the channel, may.
+
+        A turn streaming meanwhile is waited for (actions still queued are refused), so what /end reports is
+        final and nothing is stored into the closed adventure afterwards."""
+        if self.closing:
+            return False, STOPPING
         session = await self.store.active_session(channel.channel_id)
         if session is None:
             return False, "There is no adventure running in this channel."
         if by.id != session.started_by.id and not can_manage:
             return False, (f"Only {session.started_by.name}, who started this adventure, or someone with the "
                            "Manage Channels permission can end it.")
-        await self.store.end_session(session.id, by)
-        totals = await self.store.usage_totals(session.id)
-        turns = await self.store.count_turns(session.id)
+        async with self.slots.exclusive(channel.channel_id):
+            if await self.store.active_session(channel.channel_id) is None:
+                return False, "This adventure has just ended."
+            await self.store.end_session(session.id, by)
+            totals = await self.store.usage_totals(session.id)
+            turns = await self.store.count_turns(session.id)
         return True, (f"The adventure is over. {turns} turns were played, using {totals.usage.total:,} tokens. "
                       "Thanks for playing! /start opens a new one.")
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Refuse new commands and wait for outcome writes still in flight (call before the store closes)."""
+        self.closing = True
+        await self.memory.aclose()  # summaries being written stop; their turns stay queued for the next start
+        await self.recorder.wait(timeout)
 
     # -- guards ---------------------------------------------------------------------------------------------
 
@@ -233,54 +316,89 @@ class DMService:
         return Failed("session_active", f"An adventure is already running in this channel{who}. "
                                         "Play with /act, or close it with /end first.")
 
+    def _check_open(self) -> None:
+        if self.closing:
+            raise _Refused(Failed("stopping", STOPPING))
+
+    async def _limited(self, limiter: ChannelRateLimiter, key: str) -> float | None:
+        """The limiter's answer; if its storage fails (Redis down), the game goes on and the log says why."""
+        try:
+            return await limiter.acquire(key)
+        except Exception:  # noqa: BLE001 - bookkeeping must never reach a player
+            log.exception("rate limiter %s failed for %s; allowing the request", limiter.namespace, key)
+            return None
+
     @asynccontextmanager
     async def _turn_slot(self, channel_id: str) -> AsyncIterator[None]:
         """Queue room, rate limit, then the channel's lock (steps 3–5 of the module docstring)."""
-        queued = self._queued.get(channel_id, 0)
-        if queued >= self.config.limits.max_queued_turns:
-            raise _Refused(Failed("busy", f"The DM is still answering {queued} earlier actions in this channel. "
-                                          "Try again in a moment."))
-        wait = await self.rate_limiter.acquire(channel_id)
-        if wait is not None:
-            per_minute = self.config.limits.requests_per_minute
-            raise _Refused(Failed("rate_limited", f"This channel has reached its limit of {per_minute} DM turns "
-                                                  f"a minute. Try again in {wait:.0f} s.", retry_after=wait))
-        self._queued[channel_id] = queued + 1
-        lock = self._locks.setdefault(channel_id, asyncio.Lock())
+
+        async def admit() -> None:
+            wait = await self._limited(self.rate_limiter, channel_id)
+            if wait is not None:
+                per_minute = self.config.limits.requests_per_minute
+                raise _Refused(Failed("rate_limited", f"This channel has reached its limit of {per_minute} DM "
+                                                      f"turns a minute. Try again in {wait:.0f} s.",
+                                      retry_after=wait))
+
         try:
-            async with lock:
-                yield
-        finally:
-            self._queued[channel_id] -= 1
-            if not self._queued[channel_id]:  # idle channels keep no state in memory
-                del self._queued[channel_id]
-                self._locks.pop(channel_id, None)
+            async with self.slots.turn(channel_id, admit):
+                try:
+                    yield
+                finally:
+                    held = self._held.pop(channel_id, None)
+                    if held is not None:  # rolls made during the turn join the story after it
+                        await self.recorder.shielded(self.recorder.durably(lambda: self.store.release_held_rolls(held)))
+        except SlotRefused as refused:
+            raise _Refused(Failed(refused.kind, refused.message)) from None
 
     # -- the turn -------------------------------------------------------------------------------------------
 
     async def _request(self, session: Session, extra: list[Turn]) -> LLMRequest:
         """Every decision about what the model sees is the memory's (``volatile=`` takes per-turn state)."""
-        return await self.memory.request(session, extra)
+        return await self.memory.request(session, extra, system=await self.admin.system_prompt(session.guild_id))
 
-    async def _run_turn(self, session: Session, player: Player | None, extra: list[Turn]) -> AsyncIterator[DMEvent]:
+    async def _run_turn(self, session: Session, extra: list[Turn]) -> AsyncIterator[DMEvent]:
+        """One DM turn answering the pending player turns ``extra`` (none for the opening), all in one call.
+
+        The turn's estimated tokens are held against every cap (atomically in the store, so it holds across
+        processes), then the hold is settled with the usage the provider reported. A batch's call counts
+        against its first player's day."""
         request = await self._request(session, extra)
-        base, shrunk = len(request.messages), False  # messages after ``base`` are this turn's tool rounds
-        used = (await self.store.usage_totals(session.id)).usage.total
-        limit = self.budget.limit_for(session.token_limit)
-        refusal = self.budget.refusal(used, estimate_tokens(request) + request.max_tokens, limit)
-        if refusal:
-            yield Failed("budget", refusal)
+        payer = extra[0].author if extra else None
+        hold = await self.budget.reserve(self.store, session, payer, estimate_tokens(request) + request.max_tokens)
+        if isinstance(hold, str):
+            yield Failed("budget", hold)
             return
-        player_turn = await self.store.begin_turn(session.id, player, extra[0].content) if player else None
         calls: list[CallRecord] = []
+        try:
+            async with aclosing(self._reserved_turn(session, extra, request, calls, hold)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            await self.recorder.shielded(self.budget.settle(self.store, hold, calls))  # aclose waits for it too
+
+    async def _reserved_turn(self, session: Session, extra: list[Turn], request: LLMRequest,
+                             calls: list[CallRecord], hold: TurnHold) -> AsyncIterator[DMEvent]:
+        player_turns: list[int] = []
+        try:
+            for turn in extra:
+                player_turns.append(await self.recorder.durably(
+                    lambda turn=turn: self.store.begin_turn(session.id, turn.author, turn.content)))
+        except Exception:  # noqa: BLE001 - nothing was shown or spent: the players can simply send it again
+            log.exception("could not store an action in channel %s", session.channel_id)
+            await self.recorder.keep_failed(session, player_turns, [], [])
+            yield Failed("internal", "Your action could not be saved, so the DM did not answer. Send it again "
+                                     "in a moment.")
+            return
         rolls: list[RollRecord] = []
         narration: list[str] = []
+        base, shrunk = len(request.messages), False  # messages after ``base`` are this turn's tool rounds
         try:
             for round_no in range(1, MAX_TOOL_ROUNDS + 1):
-                result = _Round()
+                result = CallResult()
                 for _fitting in range(2):
                     try:
-                        async with aclosing(self._call(request, result, calls)) as events:
+                        async with aclosing(self.llm.call(request, result, calls)) as events:
                             async for event in events:
                                 yield event
                         break
@@ -301,57 +419,40 @@ class DMService:
                         rolls.append(made[0])
                         yield RollMade(made[1], made[0].roller.name)
                     tool_results.append(answer)
-                request = replace(request, messages=(
-                    *request.messages, Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
-                    Message("user", tool_results=tuple(tool_results))))
+                request = replace(request, messages=(*request.messages,
+                                            Message("assistant", result.text, tool_calls=tuple(result.tool_calls)),
+                                            Message("user", tool_results=tuple(tool_results))))
+                if not await self.budget.extend(self.store, hold, calls, estimate_tokens(request) + request.max_tokens):
+                    break  # no room in a budget for another round: the turn ends with what was said and rolled
         except ProviderError as error:
-            await self.store.fail_turn(session.id, player_turn, calls)
+            log.warning("LLM call failed in channel %s (%s at %s): %s; the server said: %s", session.channel_id,
+                        self.provider.name, getattr(self.provider, "endpoint", "?"), error.message, error.detail)
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turns, calls, rolls))
             yield self._provider_failure(error)
             return
         except Exception:
             log.exception("DM turn failed in channel %s", session.channel_id)
-            await self.store.fail_turn(session.id, player_turn, calls)
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turns, calls, rolls))
             yield Failed("internal", "Something went wrong on our side; it has been logged. Try again.")
             return
         except (asyncio.CancelledError, GeneratorExit):
-            # The face went away mid-turn (shutdown, or it stopped listening): keep the action, charge what was
-            # reported, and never store half an answer. Shielded: this write must not be cancelled in turn.
-            await asyncio.shield(self.store.fail_turn(session.id, player_turn, calls, interrupted=True))
+            # The face went away mid-turn (shutdown, or it stopped listening): keep the action and the shown
+            # rolls, charge what was reported, and never store half an answer. Shielded: this write must not be
+            # cancelled in turn (aclose waits for it).
+            self.recorder.background(self.recorder.keep_failed(session, player_turns, calls, rolls, interrupted=True))
             raise
-        await self.store.complete_turn(session.id, player_turn, "".join(narration).strip(), calls, rolls)
+        text = "".join(narration).strip()
+        if not text and not rolls:  # nothing to read and nothing rolled: not a turn of the story
+            await self.recorder.shielded(self.recorder.keep_failed(session, player_turns, calls, rolls))
+            yield Failed("empty", "The DM had nothing to say (the model sent an empty answer). Try again.")
+            return
+        saved = await self.recorder.shielded(self.recorder.save(session, player_turns, text, calls, rolls))  # a stop cannot cut it
+        if not saved:
+            yield Failed("unsaved", "This answer could not be saved, so the DM will not remember it; your action "
+                                    "is kept. Try again in a moment.")
+            return
         self.memory.after_turn(session)  # the running summary, in the background (never delays the turn)
         yield Done(result.finish)
-
-    async def _call(self, request: LLMRequest, result: _Round, calls: list[CallRecord]) -> AsyncIterator[DMEvent]:
-        """One LLM call with retries. Every attempt's reported usage is charged, failed attempts included."""
-        async for attempt in self.retry.retrying():
-            with attempt:
-                if result.text:
-                    yield Reset()  # the attempt before showed text; the new one starts over
-                result.text, result.tool_calls, result.finish = "", [], "other"
-                usage: Usage | None = None
-                try:
-                    async with aclosing(self.provider.stream(request)) as items:  # closed even if we stop early
-                        async for item in items:
-                            if isinstance(item, TextChunk):
-                                result.text += item.text
-                                yield TextDelta(item.text)
-                            elif isinstance(item, ToolCall):
-                                result.tool_calls.append(item)
-                            elif isinstance(item, Usage):
-                                usage = item
-                            elif isinstance(item, Finish):
-                                result.finish = item.reason
-                except ProviderError as error:
-                    number = attempt.retry_state.attempt_number
-                    if self.retry.will_retry(error, number):
-                        yield Retrying(number + 1, self.retry.config.attempts, error.message)
-                    raise
-                finally:
-                    if usage is not None:
-                        calls.append(self._call_record(usage))
-                if usage is not None:
-                    yield UsageReport(usage, calls[-1].cost_usd or 0.0)
 
     def _dm_roll(self, call: ToolCall) -> tuple[tuple[RollRecord, dice.RollResult] | None, ToolResult]:
         if call.name != ROLL_DICE.name:
@@ -371,10 +472,6 @@ class DMService:
     def _roll_record(roller: Player, result: dice.RollResult, *, by_dm: bool = False) -> RollRecord:
         return RollRecord(roller, result.expression, result.total, result.detail, result.reason,
                           result.summary(roller.name), by_dm)
-
-    def _call_record(self, usage: Usage) -> CallRecord:
-        cost = self.price.cost(usage) if self.price else None
-        return CallRecord(self.provider.name, self.provider.model, usage, cost)
 
     def _provider_failure(self, error: ProviderError) -> Failed:
         if self.retry.asks_too_long(error):

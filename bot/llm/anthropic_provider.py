@@ -62,6 +62,7 @@ class AnthropicProvider:
         self.model = model
         self.base_url = base_url
         self.label = errors.official_or_local_label("Anthropic", "api.anthropic.com", client.base_url)
+        self.endpoint = errors.endpoint_for_log(client.base_url)  # for the log only
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -149,7 +150,7 @@ class AnthropicProvider:
                 return errors.midstream_error(label, exc.type)
             return errors.status_error(
                 label, exc.status_code, error_type=exc.type, error_code=exc.error_code,
-                headers=exc.response.headers, error_message=errors.error_text(exc),
+                headers=exc.response.headers, detail=exc.message,
             )
         if isinstance(exc, anthropic.APIError):  # e.g. APIResponseValidationError: the data made no sense
             return ProviderError("stream", f"{label} sent data that could not be understood", retryable=True)

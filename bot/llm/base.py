@@ -154,6 +154,7 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
+        self.detail: str | None = None  # the server's own words: for the operator's log, never shown to players
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (
@@ -174,3 +175,11 @@ class LLMProvider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def refused_parameter(error: ProviderError, name: str) -> bool:
+    """A 400 saying the model does not take parameter ``name`` (e.g. reasoning models and ``temperature``)."""
+    detail = (error.detail or "").lower()
+    return error.kind == "bad_request" and name in detail and any(
+        word in detail for word in ("unsupported", "not supported", "does not support", "not allowed",
+                                    "only the default", "deprecated", "invalid", "unknown", "may only"))

@@ -50,14 +50,18 @@ def is_context_overflow(status: int, error_type: str | None, error_code: str | N
 
 
 def official_or_local_label(official_name: str, official_host: str, base_url: httpx2.URL) -> str:
-    """How messages name the server: "OpenAI" for the real API, "the model server at HOST:PORT" otherwise.
+    """How messages name the server: "OpenAI" for the real API, "the model server" otherwise.
 
-    Only host and port are used, never userinfo (``http://user:pass@host`` must not reach a user).
+    Players see these messages, so a local server's host, port or path never goes into them (the operator's
+    log names it: ``endpoint_for_log``).
     """
-    if base_url.host == official_host:
-        return official_name
+    return official_name if base_url.host == official_host else "the model server"
+
+
+def endpoint_for_log(base_url: httpx2.URL) -> str:
+    """Host and port of the server, for the operator's log only; never userinfo (``http://user:pass@host``)."""
     port = f":{base_url.port}" if base_url.port else ""
-    return f"the model server at {base_url.host}{port}"
+    return f"{base_url.host}{port}"
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
@@ -103,17 +107,23 @@ def status_error(
     error_type: str | None,
     error_code: str | None,
     headers: Mapping[str, str] | None,
-    error_message: str | None = None,
+    detail: str | None = None,
 ) -> ProviderError:
     """Map an HTTP error answer (status ≥ 400, before any byte of the stream) to a ``ProviderError``.
-
-    ``error_message`` (the provider's own words) is only read to recognise a context overflow, never copied."""
-    retry_after = parse_retry_after(headers)
-    if is_context_overflow(status, error_type, error_code, error_message):
-        return ProviderError(
-            "context_overflow", f"the conversation is too long for the model at {label} ({status})",
+    ``detail`` is the server's own message: kept for the log and for recognising a refused parameter or a
+    context overflow, never shown to players."""
+    error = _status_error(label, status, error_type, error_code, parse_retry_after(headers))
+    if is_context_overflow(status, error_type, error_code, detail):
+        error = ProviderError(
+            "context_overflow", f"{label} says the conversation is too long for the model ({status})",
             retryable=False, status=status,
         )
+    error.detail = detail
+    return error
+
+
+def _status_error(label: str, status: int, error_type: str | None, error_code: str | None,
+                  retry_after: float | None) -> ProviderError:
     if status == 402 or error_type in _QUOTA_MARKERS or error_code in _QUOTA_MARKERS:
         return ProviderError(
             "quota", f"{label} says the account's quota or spend limit is used up ({status})",
@@ -148,18 +158,6 @@ def status_error(
         )
     # 400, 422 and every other 4xx: our request is wrong; sending it again cannot help.
     return ProviderError("bad_request", f"{label} refused the request ({status})", retryable=False, status=status)
-
-
-def error_text(exc: Exception) -> str:
-    """The provider's own error words from an SDK status error (for classification only, never shown)."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"]
-        if isinstance(inner, str):
-            return inner
-    return str(getattr(exc, "message", "") or "")
 
 
 def midstream_error(label: str, error_type: str | None) -> ProviderError:

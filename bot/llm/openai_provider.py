@@ -57,6 +57,7 @@ class OpenAIProvider:
         self.model = model
         self.base_url = base_url
         self.label = errors.official_or_local_label("OpenAI", "api.openai.com", client.base_url)
+        self.endpoint = errors.endpoint_for_log(client.base_url)  # for the log only
         # api.openai.com deprecated max_tokens (reasoning models reject it); the servers people run locally
         # (Ollama, vLLM, llama.cpp) know max_tokens and may ignore max_completion_tokens.
         self._max_tokens_field = "max_completion_tokens" if client.base_url.host == "api.openai.com" else "max_tokens"
@@ -117,7 +118,8 @@ class OpenAIProvider:
     async def _read(self, response: Any) -> AsyncIterator[StreamItem]:
         finish_reason: str | None = None
         usage: Usage | None = None
-        calls: dict[int, _PendingToolCall] = {}
+        calls: list[_PendingToolCall] = []  # in the order they began
+        at_index: dict[int, _PendingToolCall] = {}  # the call each server index currently continues
         async for chunk in self._chunks(response):
             if chunk.get("usage"):
                 usage = _usage_from(chunk["usage"])
@@ -129,14 +131,14 @@ class OpenAIProvider:
                     if delta.get("content"):
                         yield TextChunk(delta["content"])
                     for part in delta.get("tool_calls") or ():
-                        _accumulate(calls, part)
+                        _accumulate(calls, at_index, part)
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
         # The finish reason arrives before the usage chunk, so only the end of the stream says "complete".
         if finish_reason is None:
             raise errors.truncated(self.label)
-        for index in sorted(calls):
-            yield calls[index].finish(index)
+        for number, call in enumerate(calls):
+            yield call.finish(number)
         if usage is not None:
             yield usage
         reason = _FINISH_REASONS.get(finish_reason, "other")
@@ -155,20 +157,27 @@ class OpenAIProvider:
         if isinstance(exc, openai.APIStatusError):
             return errors.status_error(
                 label, exc.status_code, error_type=exc.type, error_code=exc.code, headers=exc.response.headers,
-                error_message=errors.error_text(exc),
+                detail=exc.message,
             )
         if isinstance(exc, openai.APIError):  # e.g. APIResponseValidationError: the data made no sense
             return ProviderError("stream", f"{label} sent data that could not be understood", retryable=True)
         return errors.transport_error(label, exc)
 
 
-def _accumulate(calls: dict[int, _PendingToolCall], part: dict[str, Any]) -> None:
+def _accumulate(calls: list[_PendingToolCall], at_index: dict[int, _PendingToolCall], part: dict[str, Any]) -> None:
+    """Add one tool-call delta. Deltas name their call by ``index``; a delta with a new id at an index already in
+    use starts a new call (Ollama sends ``index: 0`` for each of several calls), and one without an index
+    continues the last call unless it brings an id (some servers omit the index)."""
     index = part.get("index")
-    if not isinstance(index, int):  # some servers omit the index: a new id starts a new call
-        index = (max(calls, default=-1) + 1) if (part.get("id") or not calls) else max(calls)
-    pending = calls.setdefault(index, _PendingToolCall())
-    if part.get("id") and not pending.id:
-        pending.id = part["id"]
+    call_id = part.get("id")
+    pending = at_index.get(index) if isinstance(index, int) else (calls[-1] if calls and not call_id else None)
+    if pending is None or (call_id and pending.id and call_id != pending.id):
+        pending = _PendingToolCall()
+        calls.append(pending)
+    if isinstance(index, int):
+        at_index[index] = pending
+    if call_id and not pending.id:
+        pending.id = call_id
     function = part.get("function")
     if function:
         if function.get("name") and not pending.name:

@@ -1,13 +1,17 @@
 """The persistence interface the DM service talks to, and the records it returns.
 
-SQLite (``bot.store.sqlite``) implements it now; a PostgreSQL store can implement the same methods later
-without the DM service changing. All SQL lives behind this interface.
+SQLite (``bot.store.sqlite``) and PostgreSQL (``bot.store.postgres``) implement it with the same SQL, written
+once in ``bot.store.sql`` (see there how to add a table and a method to both). ``bot.store.store_for(url)``
+picks one from ``[database] url``. All SQL lives behind this interface.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.llm.base import Usage
 
@@ -15,8 +19,34 @@ TurnRole = Literal["player", "dm", "roll"]
 TurnStatus = Literal["pending", "complete", "failed", "interrupted"]
 
 
+def turn_ids(player_turn_id: int | Sequence[int] | None) -> list[int]:
+    """The player turns a complete/fail call names: none (the opening), one, or a batch's."""
+    if player_turn_id is None:
+        return []
+    return [player_turn_id] if isinstance(player_turn_id, int) else list(player_turn_id)
+
+
 class SessionExists(Exception):
     """A channel already has an active session."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (if any, also a ``password=`` parameter) replaced by ``***``."""
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rpartition("@")
+        user = netloc[0].partition(":")[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    except ValueError:
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreachable, corrupt, written by a newer bot, unknown URL scheme): one line
+    for the operator, with any password in a URL masked. The CLI prints it and exits with code 2."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +96,7 @@ class CallRecord:
     model: str
     usage: Usage
     cost_usd: float | None
+    estimated: bool = False  # the provider reported no usage: the bot's own estimate was charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +118,37 @@ class UsageTotals:
     cost_usd: float  # sum of the known costs
     cost_complete: bool  # False when some call had no known price
     calls: int
+    estimated_tokens: int = 0  # part of ``usage`` charged from the bot's own estimate (no usage reported)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCap:
+    """One limit a turn's tokens are held against before its LLM call (``bot.dm.guards.TokenBudget`` builds them).
+
+    ``counter`` names a row of token_counters (e.g. ``player:u1:2026-12-01``, ``guild:g1:2026-12``); None means
+    the adventure's own usage ledger. ``limit`` 0 = counted but never refused."""
+
+    name: Literal["adventure", "player_day", "server_month"]
+    limit: int
+    counter: str | None = None
+    resets_at: float | None = None  # UNIX time the counter starts again from zero; None = never
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Tokens held for one turn until ``settle_reservation`` charges what the provider reported instead."""
+
+    id: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapReached:
+    """Why a reservation was refused: ``used`` (charged plus held by calls in flight) + ``needed`` > the limit."""
+
+    cap: TokenCap
+    used: int
+    needed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,22 +195,33 @@ class Store(Protocol):
     async def complete_turn(
         self,
         session_id: int,
-        player_turn_id: int | None,
+        player_turn_id: int | Sequence[int] | None,
         dm_text: str,
         calls: list[CallRecord],
         rolls: list[RollRecord],
     ) -> int:
-        """In one transaction: the player's turn becomes complete, the DM's rolls and answer are stored after
-        it, and every LLM call is added to the usage ledger. Returns the DM turn id."""
+        """In one transaction: the player's turn (or the turns of a batch of actions) becomes complete, the DM's
+        rolls and answer are stored after it, and every LLM call is added to the usage ledger. Returns the DM
+        turn id."""
 
     async def fail_turn(
-        self, session_id: int, player_turn_id: int | None, calls: list[CallRecord], *, interrupted: bool = False
+        self, session_id: int, player_turn_id: int | Sequence[int] | None, calls: list[CallRecord], *,
+        interrupted: bool = False, rolls: list[RollRecord] = (),
     ) -> None:
-        """In one transaction: the player's turn is marked failed (or interrupted: the turn was cancelled) —
-        kept, never sent to the model again — and whatever usage was reported is charged."""
+        """In one transaction: the player's turn (or a batch's turns) is marked failed (or interrupted: the turn was cancelled) —
+        kept, never sent to the model again — whatever usage was reported is charged, and the DM rolls that
+        were already shown are kept (with the turn's status: made, but not part of the story)."""
 
-    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord) -> None:
-        """Keep a player's roll; inside a session it also becomes a turn the DM sees next time."""
+    async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *,
+                       held: bool = False) -> bool:
+        """Keep a player's roll; inside an active session it also becomes a turn the DM sees next time.
+
+        ``held``: a DM turn is running, so the roll enters the story after that turn's answer — it is kept at
+        once, as a pending roll turn, and ``release_held_rolls`` (or the turn's own complete/fail) moves it
+        after the answer. Returns whether the roll joined the session (False once the session has ended)."""
+
+    async def release_held_rolls(self, session_id: int) -> None:
+        """Held rolls join the story now, after everything stored so far, in the order they were made."""
 
     async def count_turns(self, session_id: int) -> int:
         """How many complete turns the session has (what the history window is cut from)."""
@@ -157,6 +230,15 @@ class Store(Protocol):
         """The session's complete turns in order, skipping the first ``offset``."""
 
     async def usage_totals(self, session_id: int) -> UsageTotals: ...
+
+    async def reserve_tokens(
+        self, session_id: int, tokens: int, caps: list[TokenCap], *, now: float, adding_to: Reservation | None = None
+    ) -> Reservation | CapReached:
+        """Atomically, across processes: check every cap (charged + held + ``tokens``) and hold ``tokens`` against
+        all of them, or hold nothing and say which cap is reached. ``adding_to`` grows an existing hold."""
+
+    async def settle_reservation(self, reservation: Reservation, used_tokens: int) -> None:
+        """Release the hold and charge the counters ``used_tokens`` (what the provider reported)."""
 
     async def get_meta(self, key: str) -> str | None: ...
 

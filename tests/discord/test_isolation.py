@@ -243,8 +243,8 @@ async def test_budget_needs_manage_server_even_when_the_command_is_shown_to_ever
 def test_the_invite_asks_for_exactly_what_the_bot_uses():
     assert INVITE_PERMISSIONS.value == DEFAULT_BOT_PERMISSIONS
     assert INVITE_PERMISSIONS == discord.Permissions(view_channel=True, send_messages=True,
-                                                     send_messages_in_threads=True, embed_links=True,
-                                                     read_message_history=True)
+                                                     send_messages_in_threads=True, create_public_threads=True,
+                                                     embed_links=True, read_message_history=True)
     assert INVITE_SCOPES == ("bot", "applications.commands")
     url = discord.utils.oauth_url(APP_ID, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES)
     assert f"permissions={DEFAULT_BOT_PERMISSIONS}" in url and "scope=bot+applications.commands" in url

@@ -59,9 +59,11 @@ def _rows(path: str, sql: str, args: tuple = ()) -> list[tuple]:
         return db.execute(sql, args).fetchall()
 
 
-def ledger(path: str) -> list[tuple[int, int, int, int]]:
-    """Every charged call, in order: (input, output, cache read, cache write)."""
-    return _rows(path, "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens FROM usage ORDER BY id")
+def ledger(path: str, *, estimated: bool = False) -> list[tuple[int, int, int, int]]:
+    """Every charged call, in order: (input, output, cache read, cache write); those charged from the provider's
+    report, or (``estimated``) those whose usage never came and were charged from the bot's estimate."""
+    return _rows(path, "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens FROM usage"
+                       f" WHERE estimated = {int(estimated)} ORDER BY id")
 
 
 def as_row(usage: Usage) -> tuple[int, int, int, int]:

@@ -20,7 +20,7 @@ import time
 
 from aiohttp import web
 
-TAG = re.compile(r"\[([A-Z]\d+)\]")
+TAG = re.compile(r"[[(]([A-Z]\d+)[])]")  # players' brackets reach the model as parentheses
 WORDS = ("the lantern gutters and the old stones of the keep whisper of things long buried while rain drums "
          "on the shutters and somewhere below a door scrapes open").split()
 

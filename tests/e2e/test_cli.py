@@ -69,7 +69,7 @@ def test_play_an_opening_and_two_actions_against_a_local_server(tmp_path, llm_se
     result = dm("play", cwd=tmp_path, env=env, stdin=script)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "rolled 2d20kh1+3 with advantage for perception" in out
+    assert "rolled 2d20kh1+3 with advantage for \"perception\"" in out
     assert "Tokens:" in out and "over 4 turns" in out  # opening, action, roll (a turn the DM sees)
     assert "Farewell! Your adventure is saved." in out
     with sqlite3.connect(tmp_path / "game.db") as db:
@@ -83,7 +83,7 @@ def test_play_an_opening_and_two_actions_against_a_local_server(tmp_path, llm_se
     assert "Continuing your adventure: A lighthouse at the end of the world" in again.stdout
 
 
-INVITE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 14) | (1 << 16)  # view, send, threads, embed, history
+INVITE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 35) | (1 << 14) | (1 << 16)  # view, send, in threads, create public threads, embed, history
 
 
 def test_invite_prints_a_least_privilege_link(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.discord.conftest import APP_ID, BOT_ID, GENERAL, OTHER, PLAYER, TOKEN, guild_spec
+from tests.discord.test_metrics import free_port, scrape, samples
 from tests.e2e.botproc import CURSOR, clean_env, config_text, settled, start_bot
 from tests.standin import DiscordStandIn
 
@@ -17,8 +18,9 @@ async def test_a_whole_session(tmp_path, llmock, provider, path):
     standin = await DiscordStandIn(application_id=APP_ID, bot_user_id=BOT_ID, bot_token=TOKEN,
                                    guilds=[guild_spec()]).start()
     model = "claude-haiku-4-5" if provider == "anthropic" else "gpt-4o-mini"
+    metrics_port = free_port()
     (tmp_path / "config.toml").write_text(config_text(standin, provider=provider, base_url=llmock.url + path,
-                                                      model=model))
+                                                      model=model, extra=f"[metrics]\nport = {metrics_port}\n"))
     llmock.tool_mode("off")
     llmock.reply("Welcome to the lighthouse at the end of the world. What do you do?")
     llmock.call_tool("roll_dice", {"notation": "1d20+2", "reason": "the ghost's ambush", "for_whom": "the ghost"})
@@ -57,6 +59,8 @@ async def test_a_whole_session(tmp_path, llmock, provider, path):
         [over] = await settled(standin, end)
         assert "The adventure is over. 5 turns were played" in over.content  # opening, act, DM roll, answer, roll
 
+        await metrics_match_the_ledger(metrics_port, tmp_path / "game.db", provider)
+
         if standin.validation_skipped_reason:
             print(f"OpenAPI validation skipped: {standin.validation_skipped_reason}")
         assert standin.validation_errors == [] and standin.unknown_routes == []
@@ -67,3 +71,23 @@ async def test_a_whole_session(tmp_path, llmock, provider, path):
         output = await bot.stop()
         await standin.stop()
     assert "Traceback" not in output, output
+
+
+async def metrics_match_the_ledger(port, database, provider) -> None:
+    """/metrics of the real bot process, read with prometheus-client's parser, against its own database."""
+    import sqlite3
+
+    status, text = await scrape(port)
+    assert status == 200
+    got = samples(text)
+    with sqlite3.connect(database) as db:
+        ledger = db.execute("SELECT SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),"
+                            " SUM(cache_write_tokens), COUNT(*) FROM usage").fetchone()
+    kinds = ("input", "output", "cache_read", "cache_write")
+    assert [got[("dm_llm_tokens_total", (("kind", k),))] for k in kinds] == list(ledger[:4])
+    assert ledger[0] > 0 and ledger[1] > 0
+    # the opening, then the act's two calls (the DM's roll, then its narration); all reported usage
+    assert got[("dm_llm_calls_total", (("outcome", "ok"), ("provider", provider)))] == ledger[4] == 3
+    assert got[("dm_turns_total", (("outcome", "done"),))] == 2
+    assert got[("dm_turn_seconds_count", ())] == 2 and got[("dm_active_adventures", ())] == 0  # /end closed it
+    assert await scrape(port, "/healthz") == (200, "ok\n")

@@ -166,18 +166,26 @@ async def test_llm_fault(case: Case, bot_against, llmock):
 
     if case.calls is not None:
         assert recorder.calls - before == case.calls
-    # Charged exactly what the provider reported, call by call, and nothing for calls that reported nothing.
+    # Charged exactly what the provider reported, call by call; a call that streamed but never reported its
+    # usage (an OpenAI stream cut before its last chunk) is charged from the bot's estimate, marked as such;
+    # a call refused before it streamed costs nothing.
     database = h.bot.config.sqlite_path
     assert ledger(database) == [as_row(u) for u in recorder.reported if u is not None]
+    estimated = ledger(database, estimated=True)
+    assert len(estimated) <= recorder.reported.count(None)
+    assert all(row[0] > 0 for row in estimated)
     if case.answer:
         assert recorder.reported[-1] is not None and recorder.reported[-1].output_tokens > 0
     if case.id.startswith(("429", "500", "503", "529", "400", "401", "connection-refused", "timeout-before")):
         failed = recorder.reported[before:-1] if case.answer else recorder.reported[before:]
         assert failed == [None] * len(failed)
+        assert estimated == [], "a call refused before it streamed is billed nothing, so charged nothing"
     tokens = await h.run("tokens", user=OTHER)
     [budget] = [m for m in h.visible(tokens) if not m.deleted]
-    used = sum(sum(as_row(u)) for u in recorder.reported if u is not None)
+    used = sum(sum(as_row(u)) for u in recorder.reported if u is not None) + sum(map(sum, estimated))
     assert f"{used:,} used" in budget.content
+    if estimated:
+        assert f"about {sum(map(sum, estimated)):,} of them estimated" in budget.content
     print(f"charged per call: {recorder.reported}")
 
 

@@ -179,7 +179,9 @@ async def run_load(tmp_path: Path, plan: Plan) -> Report:
         base_url = f"http://127.0.0.1:{port}" + ("/v1" if plan.provider == "openai" else "")
         (tmp_path / "config.toml").write_text(config_text(
             standin, provider=plan.provider, base_url=base_url, model="paced-model",
-            edit_interval=1.0))  # the shipped default: one edit a second per message
+            edit_interval=1.0,  # the shipped default: one edit a second per message
+            # one answer per act, so each act's answer can be told by its tag (batching: tests/discord/test_table.py)
+            extra="\n[dm]\nbatch_actions = false\n"))
         bot = await start_bot(tmp_path, clean_env(DISCORD_TOKEN=TOKEN))
         await standin.wait_ready(timeout=60)
         await standin.wait_for_commands(*COMMANDS, timeout=60)

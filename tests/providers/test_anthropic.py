@@ -242,3 +242,14 @@ async def test_abandoning_the_stream_closes_the_response(server, build):
     await stream.aclose()
 
     assert server.streams[-1].closed
+
+
+async def test_a_refused_temperature_is_recognised_from_the_servers_words(server, build):
+    from bot.llm.base import refused_parameter
+
+    provider = build("anthropic")
+    server.error(400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                  "message": "temperature: this model does not support the "
+                                                             "temperature parameter"}})
+    _, error = await collect_until_error(provider, simple_request())
+    assert refused_parameter(error, "temperature") and "temperature" not in error.message

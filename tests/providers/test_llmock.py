@@ -151,4 +151,6 @@ async def test_nothing_listening_is_a_connection_error():
         await p.aclose()
 
     assert (error.kind, error.retryable) == ("connection", True)
-    assert error.message == f"could not connect to the model server at 127.0.0.1:{port}"
+    # Players read this message: it names no host or port (issue 9 item 13); the operator's log has them.
+    assert error.message == "could not connect to the model server"
+    assert p.endpoint == f"127.0.0.1:{port}"

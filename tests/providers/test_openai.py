@@ -54,6 +54,34 @@ async def test_tool_call_deltas_are_assembled_by_index(server, build):
     ]
 
 
+async def test_parallel_tool_calls_that_all_say_index_0_are_separate_calls(server, build):
+    """Ollama numbers every tool call 0: a new call id at an index in use starts a new call (issue 9 item 5)."""
+    provider = build("openai", base_url="http://127.0.0.1:11434/v1")
+    server.sse("openai_ollama_parallel_tools.sse")
+
+    items = await collect(provider, simple_request(tools=(ROLL,)))
+
+    assert items == [
+        ToolCall("call_k3n8yq1a", "roll_dice", {"notation": "1d20+4", "reason": "goblin attacks Aria"}),
+        ToolCall("call_p0v2c7xd", "roll_dice", {"notation": "1d6+2", "reason": "goblin damage"}),
+        Usage(input_tokens=388, output_tokens=52),
+        Finish("tool_calls"),
+    ]
+
+
+async def test_a_refused_temperature_is_recognised_from_the_servers_words(server, build):
+    """OpenAI's reasoning models answer 400 for a temperature; the words stay out of the user's message."""
+    from bot.llm.base import refused_parameter
+
+    provider = build("openai")
+    server.error(400, {"error": {"message": "Unsupported value: 'temperature' does not support 0.8 with this "
+                                            "model. Only the default (1) value is supported.",
+                                 "type": "invalid_request_error", "param": "temperature",
+                                 "code": "unsupported_value"}})
+    _, error = await collect_until_error(provider, simple_request())
+    assert refused_parameter(error, "temperature") and "temperature" not in error.message
+
+
 async def test_request_body_for_api_openai_com(server, build):
     provider = build("openai")
     server.sse("openai_text.sse")

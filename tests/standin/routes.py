@@ -97,6 +97,9 @@ def build_routes(state: StandInState, *, app_name: str, owner_id: int, applicati
         message = state.send_channel_message(ctx.id("channel_id"), ctx.obj(), ctx.files)
         return 200, state.payload(message)
 
+    async def create_thread(ctx: Ctx) -> tuple[int, Any]:
+        return 201, state.create_thread(ctx.id("channel_id"), ctx.obj())
+
     async def list_messages(ctx: Ctx) -> tuple[int, Any]:
         limit = int(ctx.query.get("limit", "50") or 50)
         return 200, [state.payload(m) for m in state.list_channel_messages(ctx.id("channel_id"), limit)]
@@ -141,6 +144,7 @@ def build_routes(state: StandInState, *, app_name: str, owner_id: int, applicati
         Route("POST", "/channels/{channel_id}/typing", typing),
         Route("GET", "/channels/{channel_id}/messages", list_messages),
         Route("POST", "/channels/{channel_id}/messages", send_message, bucket="channel_create", major="channel_id"),
+        Route("POST", "/channels/{channel_id}/threads", create_thread),
         Route("GET", message, get_message),
         Route("PATCH", message, edit_message, bucket="channel_edit", major="channel_id"),
         Route("DELETE", message, delete_message, bucket="channel_delete", major="channel_id"),

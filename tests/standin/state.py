@@ -17,10 +17,11 @@ from .interactions import (APPLICATION_COMMAND, ATTACHMENT_SIZE_LIMIT, CHANNEL_M
                            UPDATE_MESSAGE, InteractionHandle, new_token)
 from .messages import (CHAT_INPUT_COMMAND, DEFAULT, EPHEMERAL, LOADING, MessageView, StoredMessage, check_body,
                        require_not_empty)
-from .model import (ADMINISTRATOR, ATTACH_FILES, MANAGE_MESSAGES, READ_MESSAGE_HISTORY, SEND_MESSAGES,
-                    SEND_MESSAGES_IN_THREADS, THREAD_TYPES, VIEW_CHANNEL, Snowflakes, World, utcnow)
+from .model import (ADMINISTRATOR, ATTACH_FILES, CREATE_PRIVATE_THREADS, CREATE_PUBLIC_THREADS, MANAGE_MESSAGES,
+                    PRIVATE_THREAD, PUBLIC_THREAD, READ_MESSAGE_HISTORY, SEND_MESSAGES, SEND_MESSAGES_IN_THREADS, TEXT,
+                    THREAD_TYPES, VIEW_CHANNEL, ChannelSpec, Snowflakes, World, utcnow)
 
-GUILD_MESSAGES, DIRECT_MESSAGES = 1 << 9, 1 << 12
+GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES = 1 << 0, 1 << 9, 1 << 12
 Emit = Callable[[str, dict[str, Any], int], None]  # event name, data, intent bit (0: always sent)
 
 
@@ -39,6 +40,7 @@ class StandInState:
         self.interactions: dict[int, InteractionHandle] = {}
         self._by_token: dict[str, InteractionHandle] = {}
         self.emit: Emit = lambda event, data, intent: None
+        self.threads_created: list[int] = []
         self.version = 0
         self._changed = asyncio.Event()
 
@@ -98,6 +100,31 @@ class StandInState:
         body = dict(body, flags=(body.get("flags") or 0) & ~EPHEMERAL)  # channel messages cannot be ephemeral
         kind = 19 if body.get("message_reference") else DEFAULT  # 19: REPLY
         return self._create(channel_id, body, files, author_id=self.bot_user_id, kind=kind)
+
+    def create_thread(self, channel_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /channels/{id}/threads without a message: a public (11) or private (12) thread of a text channel."""
+        parent = self.world.channels.get(channel_id)
+        if parent is None:
+            raise error(E.UNKNOWN_CHANNEL)
+        kind = body.get("type", PRIVATE_THREAD)  # Discord's default for a thread without a message: private
+        name = body.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise invalid_form_body(field_errors("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."))
+        if parent.type_value != TEXT or kind not in (PUBLIC_THREAD, PRIVATE_THREAD):
+            raise invalid_form_body(field_errors("type", "BASE_TYPE_CHOICES", "Value must be one of {11, 12}."))
+        perms = self._bot_permissions(channel_id)
+        if not perms & (CREATE_PUBLIC_THREADS if kind == PUBLIC_THREAD else CREATE_PRIVATE_THREADS):
+            raise error(E.MISSING_PERMISSIONS)
+        thread = ChannelSpec(self.world.ids.next(), name=name, type=kind, parent_id=channel_id)
+        guild_id = self.world.channel_guild[channel_id]
+        self.world.channels[thread.id] = thread
+        self.world.channel_guild[thread.id] = guild_id
+        self.world.guilds[guild_id].channels.append(thread)
+        self.threads_created.append(thread.id)
+        payload = self.world.channel_payload(thread.id)
+        self.emit("THREAD_CREATE", dict(payload, newly_created=True), GUILDS)
+        self.notify()
+        return payload
 
     def get_channel_message(self, channel_id: int, message_id: int) -> StoredMessage:
         if not self._bot_permissions(channel_id) & READ_MESSAGE_HISTORY:

@@ -7,6 +7,8 @@ import pytest
 from bot.config import Config
 from bot.dm.guards import RetryPolicy
 from bot.dm.service import DMService
+from bot.store import store_for
+from bot.store.sql import SQLStore
 from bot.store.sqlite import SQLiteStore
 from tests.fakes import FakeSleep
 
@@ -24,6 +26,30 @@ async def store(tmp_path):
     await store.open()
     yield store
     await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """The store tests' database, once per backend: a file, or an empty schema of the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sub' / 'dm.db'}"  # the folder does not exist yet: open creates it
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+async def opened(database_url):
+    """Open a new store on the test's database (call it again for a second process, or after a restart)."""
+    stores: list[SQLStore] = []
+
+    async def open_store() -> SQLStore:
+        store = store_for(database_url)
+        await store.open()
+        stores.append(store)
+        return store
+
+    yield open_store
+    for store in stores:  # a test that fails half-way leaves none open (close twice is harmless)
+        await store.close()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def test_the_shipped_config_toml_is_valid_and_documents_every_key(tmp_path):
     shipped = (ROOT / "config.toml").read_text()
     readme = (ROOT / "README.md").read_text()
     from dataclasses import fields
-    for section in ("discord", "llm", "retry", "limits", "database", "dm"):
+    for section in ("discord", "llm", "retry", "limits", "database", "dm", "metrics"):
         assert f"[{section}]" in shipped
         for f in fields(getattr(config, section)):
             assert f"{f.name} " in shipped or f"# {f.name}" in shipped, f"config.toml lacks [{section}] {f.name}"
@@ -61,10 +61,12 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
         ("[limits]\ntokens_per_session = 1.5", "[limits] tokens_per_session must be a whole number, not a number"),
         ("[retry]\nattempts = true", "[retry] attempts must be a whole number, not true/false"),
         ("[llm]\ntemperature = 3", "[llm] temperature = 3.0 is out of range; it must be between 0 and 2"),
+        ("[llm]\ntemperature = 1.5", "[llm] temperature = 1.5 is out of range for Anthropic, which accepts 0 to 1"),
+        ("[limits]\nrolls_per_minute = 0", "[limits] rolls_per_minute = 0 is out of range"),
         ("[discord]\nsync_commands = 'sometimes'", '[discord] sync_commands = "sometimes" is not allowed'),
         ("[discord]\nsync_commands = 'guild'", "sync_commands = \"guild\" needs dev_guild_id"),
         ("[discord]\napi_base_url = 'discord.com'", '[discord] api_base_url = "discord.com" must start with "http://…"'),
-        ("[database]\nurl = 'postgresql://x/y'", "(a PostgreSQL store is not available yet)"),
+        ("[database]\nurl = 'mysql://me:hunter22@x/y'", '[database] url = "mysql://me:***@x/y" must start with'),
         ("[limits]\nbackend = 'memcached://x'", '[limits] backend = "memcached://x" must start with "memory://…"'),
         ("[discord]\ntoken = 'abc'", "[discord] token: secrets are never read from config.toml; set DISCORD_TOKEN"),
         ("[llm]\napi_key = 'abc'", "secrets are never read from config.toml"),

@@ -151,10 +151,10 @@ def test_the_example_line_and_summary():
     assert result.markdown("Aria") == (
         "🎲 **Aria** rolls `1d20+5` for *Stealth*: 1d20 (**20**) + 5 = `25` → **25** · critical success!")
     assert result.summary("Aria") == (
-        "Aria rolled 1d20+5 for Stealth: 1d20 (20) + 5 = 25 (total 25; natural 20: critical success)")
+        "Aria rolled 1d20+5 for \"Stealth\": 1d20 (20) + 5 = 25 (total 25; natural 20: critical success)")
     plain = first_seed("1d20+5", lambda r: r.total == 19, reason="Stealth")
     assert plain.critical is None
-    assert plain.summary("Aria") == "Aria rolled 1d20+5 for Stealth: 1d20 (14) + 5 = 19 (total 19)"
+    assert plain.summary("Aria") == "Aria rolled 1d20+5 for \"Stealth\": 1d20 (14) + 5 = 19 (total 19)"
     assert plain.markdown("Aria").endswith("= `19` → **19**")
 
 

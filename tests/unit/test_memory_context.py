@@ -70,7 +70,7 @@ def test_a_last_unit_too_big_alone_sheds_its_oldest_rolls():
     request = fit(p, alone // 2, 10)
     text = request.messages[-1].text
     assert estimate_tokens(request) <= alone // 2
-    assert request.messages[-2].text == TRIMMED_ROLLS
+    assert TRIMMED_ROLLS in request.messages[-2].text + request.messages[-1].text
     assert text.endswith("→ 299\n\nAria: The last action.") and "→ 0\n" not in text
     dropped = 300 - text.count("[dice]")
     assert estimate_tokens(assemble(p, len(p.units) - 1, drop_rolls=dropped - 1)) > alone // 2  # no more than needed

@@ -259,7 +259,7 @@ async def test_a_player_roll_enters_the_next_turn(make_service):
     assert outcome.in_session
     await run(service.act(HALL, ARIA, "I slip past"))
     last = provider.requests[-1].messages[-1].text
-    assert last.startswith("[dice] Aria rolled 1d20+3 for Stealth")
+    assert last.startswith("[dice] Aria rolled 1d20+3 for \"Stealth\"")
     assert str(outcome.result.total) in last and last.endswith("Aria: I slip past")
 
 
@@ -292,7 +292,7 @@ async def test_end_needs_the_starter_or_manage_channels(make_service):
 async def test_a_flood_of_actions_beyond_the_queue_is_refused(make_service):
     gate = Gate()
     provider = ScriptedProvider(reply("Opening."), [gate, *reply("slow")])
-    service = make_service(provider, limits={"max_queued_turns": 2})
+    service = make_service(provider, limits={"max_queued_turns": 2}, dm={"batch_actions": False})
     await open_session(service)
     tasks = [asyncio.create_task(run(service.act(HALL, ARIA, f"a{i}"))) for i in range(3)]
     await asyncio.sleep(0.05)

@@ -85,7 +85,7 @@ def unit_messages(unit: Unit) -> list[Message]:
     as separate blocks), so a unit sent last turn is still a byte-identical block this turn, even when the DM's
     own rolls (user role) now follow the action it answered — and the prompt cache keeps matching."""
     messages: list[Message] = []
-    for message in map(turn_message, unit):
+    for message in (turn_message(t) for t in unit if t.role != "dm" or t.content.strip()):
         if messages and messages[-1].role == message.role:
             messages[-1] = Message(message.role, f"{messages[-1].text}\n\n{message.text}")
         else:
@@ -102,13 +102,21 @@ def assemble(parts: Parts, start: int, *, drop_rolls: int = 0) -> LLMRequest:
         messages.append(Message("user", f"{SUMMARY_HEADER}\n{parts.summary}"))
     if parts.pins:
         messages.append(Message("user", "\n".join([PINS_HEADER, *map(pin_line, parts.pins)])))
+    floor = len(messages)  # the opening and memory messages are never joined into
     shown = parts.units[start:]
     for i, unit in enumerate(shown):
         if drop_rolls and i == len(shown) - 1:
             rolls = [t for t in unit if t.role == "roll"]
             unit = rolls[drop_rolls:] + [t for t in unit if t.role != "roll"]
             messages.append(Message("user", TRIMMED_ROLLS))
-        messages.extend(unit_messages(unit))
+        new = unit_messages(unit)
+        # Actions answered together (a batch) read as one message, as before; they are stored together, so the
+        # joined text never changes afterwards. A DM unit's rolls stay apart (see unit_messages).
+        if (unit[-1].role == "player" and len(messages) > floor and messages[-1].role == "user" and new
+                and not messages[-1].tool_results):
+            messages[-1] = Message("user", f"{messages[-1].text}\n\n{new[0].text}")
+            new = new[1:]
+        messages.extend(new)
     return LLMRequest(parts.system, tuple(messages), parts.max_tokens, parts.temperature, parts.tools,
                       volatile=parts.volatile)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import aclosing
 
 from bot.config import Config
@@ -35,12 +36,12 @@ FOLD_INPUT_SHARE = 0.5  # a fold reads at most this share of max_prompt_tokens o
 
 
 class CampaignMemory:
-    def __init__(self, config: Config, store: Store, provider: LLMProvider, retry: RetryPolicy,
+    def __init__(self, config: Config, store: Store, provider: Callable[[], LLMProvider], retry: RetryPolicy,
                  budget: TokenBudget, *, system: str, tools: tuple[ToolSpec, ...]) -> None:
         self.config = config
         self.memory = config.memory
         self.store = store
-        self.provider = provider
+        self._provider = provider  # the service's current provider (tests and benchmarks swap it)
         self.retry = retry
         self.budget = budget
         self.system = system
@@ -50,19 +51,24 @@ class CampaignMemory:
         self._ceilings: dict[int, int] = {}  # session id → a smaller max_prompt_tokens learnt from an overflow
         self._folds: dict[int, asyncio.Task[None]] = {}
 
+    @property
+    def provider(self) -> LLMProvider:
+        return self._provider()
+
     # -- narration requests ---------------------------------------------------------------------------------
 
-    async def request(self, session: Session, extra: list[Turn], *, volatile: str = "") -> LLMRequest:
+    async def request(self, session: Session, extra: list[Turn], *, volatile: str = "",
+                      system: str | None = None) -> LLMRequest:
         """The narration request: system, opening, summary, pins, then as many recent turns (``extra`` last:
         the action being answered) as fit, then ``volatile``."""
-        parts = await self._parts(session, extra, volatile)
+        parts = await self._parts(session, extra, volatile, system or self.system)
         ceiling = self._ceilings.get(session.id, self.memory.max_prompt_tokens)
         return fit(parts, ceiling, self._step)
 
     async def shrunk(self, session: Session, extra: list[Turn], failed: LLMRequest) -> LLMRequest:
         """After "prompt is too long": the same turn in a request about half as long (the oldest verbatim turns
         leave first). The adventure keeps the smaller ceiling, so the next turns do not overflow again."""
-        parts = await self._parts(session, extra, failed.volatile)
+        parts = await self._parts(session, extra, failed.volatile, failed.system)
         floor = estimate_tokens(assemble(parts, max(0, len(parts.units) - 1)))  # the action alone, no history
         ceiling = floor + max(0, estimate_tokens(failed) - floor) // 2
         if ceiling < self._ceilings.get(session.id, self.memory.max_prompt_tokens):
@@ -76,7 +82,7 @@ class CampaignMemory:
     def _step(self) -> int:
         return max(1, self.config.dm.history_messages // 2)
 
-    async def _parts(self, session: Session, extra: list[Turn], volatile: str) -> Parts:
+    async def _parts(self, session: Session, extra: list[Turn], volatile: str, system: str) -> Parts:
         store, sid = self.store, session.id
         summary_text, start_seq = "", 0
         if self.memory.summaries:
@@ -89,7 +95,7 @@ class CampaignMemory:
             start_seq = (await store.story_turn_seq(sid, first - 1) or 0) if first else 0
         turns = await store.turns_after(sid, start_seq)
         pins = await store.pins(sid)
-        return Parts(self.system, self.tools, session, summary_text, pins, units_of(turns + extra),
+        return Parts(system, self.tools, session, summary_text, pins, units_of(turns + extra),
                      omitted=start_seq > 0, max_tokens=self.config.llm.max_output_tokens,
                      temperature=self.config.llm.temperature, volatile=volatile)
 
@@ -150,12 +156,21 @@ class CampaignMemory:
         request = LLMRequest(summary_system(self.memory.summary_max_tokens),
                              (Message("user", fold_prompt(session, previous, turns)),),
                              self.memory.summary_max_tokens, None, model=self.summary_model, cache=False)
-        used = (await store.usage_totals(sid)).usage.total
-        limit = self.budget.limit_for((await store.active_session(session.channel_id) or session).token_limit)
-        if self.budget.refusal(used, estimate_tokens(request) + request.max_tokens, limit):
+        current = await store.active_session(session.channel_id)
+        hold = await self.budget.reserve(store, current if current and current.id == sid else session, None,
+                                         estimate_tokens(request) + request.max_tokens)
+        if isinstance(hold, str):
             log.warning("adventure %s: no budget left for its summary; %d turns stay queued", sid, len(turns))
             return False
         calls: list[CallRecord] = []
+        try:
+            return await self._fold_with(session, previous, turns, request, calls)
+        finally:
+            await asyncio.shield(self.budget.settle(store, hold, calls))
+
+    async def _fold_with(self, session: Session, previous: str, turns: list[Turn], request: LLMRequest,
+                         calls: list[CallRecord]) -> bool:
+        store, sid = self.store, session.id
         try:
             text = await self._summarize(request, calls)
         except Exception as error:
@@ -184,10 +199,11 @@ class CampaignMemory:
         """One LLM call with the service's retry policy; every attempt's reported usage is charged."""
         async for attempt in self.retry.retrying():
             with attempt:
-                text, usage, finished = "", None, False
+                text, usage, finished, received = "", None, False, False
                 try:
                     async with aclosing(self.provider.stream(request)) as items:
                         async for item in items:
+                            received = True
                             if isinstance(item, TextChunk):
                                 text += item.text
                             elif isinstance(item, Usage):
@@ -195,9 +211,12 @@ class CampaignMemory:
                             elif isinstance(item, Finish):
                                 finished = True
                 finally:
+                    estimated = usage is None and received  # a server that reports no usage: our estimate
+                    if estimated:
+                        usage = Usage(estimate_tokens(request), len(text) // 4 + 1)
                     if usage is not None:
                         cost = self.summary_price.cost(usage) if self.summary_price else None
-                        calls.append(CallRecord(self.provider.name, self.summary_model, usage, cost))
+                        calls.append(CallRecord(self.provider.name, self.summary_model, usage, cost, estimated))
                 if not finished or not text.strip():
                     raise ProviderError("stream", "the summary came back empty", retryable=True)
         return text.strip()
