@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run play check test soak bench image-test clean
+.PHONY: run play check test soak bench bench-scale image-test clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s); run: make PYTHON=python3.11 ..." % sys.version.split()[0])'
@@ -35,6 +35,10 @@ $(VENV)/.bench-installed: pyproject.toml $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench
+
+# When to scale out: SQLite vs PostgreSQL vs two shard processes (needs PostgreSQL and Redis on 127.0.0.1).
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale
 
 # Build the container image with podman or docker and play /start + /act with it (not part of `make test`).
 image-test: $(STAMP)

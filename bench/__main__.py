@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import platform
 import sys
@@ -15,13 +16,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import cost, streaming, table, throughput
+from bench import cost, pacing, streaming, table, throughput
 from bench import memory as campaign_memory
 from bench.stats import Results, mean
 
 RESULTS = Path(__file__).with_name("results.json")
 MEMORY_PLOT = Path(__file__).with_name("memory.png")
 ALL = (1, 2, 3, 4, 5, 6, 7)
+DEFAULT = (1, 3, 4, 6, 7)  # 2 and 5 (the older pacing figures) on request: --only 2,5
 
 
 def machine() -> dict[str, Any]:
@@ -42,24 +44,59 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+METRICS = (  # (key, label, PhaseResult list, percentile, target at 50 channels, target at 200 channels)
+    ("staleness_ms_p99", "staleness p99", "lag", 99, 600, 600),
+    ("final_text_ms_p50", "stream end → final text p50", "final_delay", 50, 50, 50),
+    ("final_text_ms_p99", "stream end → final text p99", "final_delay", 99, 150, 150),
+    ("final_edit_ms_p50", "stream end → final edit (cursor off) p50", "final_edit", 50, None, None),
+    ("final_edit_ms_p99", "stream end → final edit (cursor off) p99", "final_edit", 99, None, None),
+    ("command_to_llm_ms_p50", "command → LLM request p50", "to_llm", 50, 30, 150),
+    ("command_to_llm_ms_p99", "command → LLM request p99", "to_llm", 99, None, None),
+    ("first_visible_ms_p99", "first visible text p99", "first_visible", 99, None, None),
+)
+
+
 async def figure_1(r: Results, quick: bool) -> dict[int, streaming.PhaseResult]:
-    counts = [1, 10] if quick else [1, 50, 200]
-    say(f"figure 1: first visible text at {', '.join(map(str, counts))} channels streaming at once")
-    runs = await streaming.first_visible_runs(counts, duration=5 if quick else 15)
-    r.section("1. First visible text (first token sent by the LLM → first edit carrying it reaches Discord)")
-    for n, phase in runs.items():
-        say("  " + streaming.summary(phase))
-        big = n == counts[-1]
-        r.add(f"first_visible_ms_p50_{n}ch", phase.p("first_visible", 50), "ms", f"p50 at {n} channels",
-              target=50 if big else None)
-        r.add(f"first_visible_ms_p99_{n}ch", phase.p("first_visible", 99), "ms", f"p99 at {n} channels",
-              target=150 if big else None)
-        r.add(f"turns_measured_{n}ch", len(phase.first_visible), "turns", f"turns measured at {n} channels")
-    last = runs[counts[-1]]
-    r.add(f"bot_cpu_share_{counts[-1]}ch", last.bot_cpu * 100, "% of a core", f"bot CPU at {counts[-1]} channels")
-    r.add(f"http_429_{counts[-1]}ch", last.ratelimited, "responses", f"429s at {counts[-1]} channels (headers on)",
-          target=0)
-    return runs
+    counts = [10, 30] if quick else [50, 200]
+    say(f"figure 1: streaming at Discord's pace, ours / naive / global throttle at {counts} channels, with and "
+        "without rate-limit headers")
+    runs = await pacing.run(counts, duration=5 if quick else 10)
+    by = {(run.who, run.headers): run.phases for run in runs}
+    missing = streaming.PhaseResult(0, [])  # a streamer left out (BENCH_STREAMERS): n/a
+    for n in counts:
+        ours = by["ours", True][n]
+        naive, glob = (by.get((who, True), {}).get(n, missing) for who in ("naive", "global"))
+        r.section(f"1. Streaming at Discord's pace, {n} channels, rate-limit headers on (250 words at 30 words/s; "
+                  "ratios: ours / naive per-message 1 s streamer, ours / global 1 s throttle)")
+        for key, label, field, q, t50, t200 in METRICS:
+            target = t50 if n == counts[0] else t200
+            mine, a, b = ours.p(field, q), naive.p(field, q), glob.p(field, q)
+            r.add(f"{key}_{n}ch", mine, "ms", f"{label}, ours", target=target,
+                  note=f"÷ naive {_ratio(mine, a)}, ÷ global {_ratio(mine, b)}")
+            r.add(f"{key}_{n}ch_naive", a, "ms", f"{label}, naive")
+            r.add(f"{key}_{n}ch_global", b, "ms", f"{label}, global")
+        for who, phase in (("ours", ours), ("naive", naive), ("global", glob)):
+            r.add(f"edits_per_message_{n}ch_{who}", mean([float(e) for e in phase.edits]), "edits",
+                  f"edits per message, {who}")
+        r.add(f"http_429_{n}ch", ours.ratelimited, "responses", "429s, ours", target=0)
+        r.add(f"http_429_{n}ch_naive", naive.ratelimited, "responses", "429s, naive")
+        r.add(f"turns_measured_{n}ch", len(ours.final_delay), "turns", "turns measured, ours")
+        r.add(f"bot_cpu_share_{n}ch", ours.bot_cpu * 100, "% of a core", "bot CPU, ours",
+              note=f"naive {naive.bot_cpu:.0%}, global {glob.bot_cpu:.0%}")
+    r.section("1b. Without rate-limit headers (ours at its fallback pace, edit_interval_seconds = 1)")
+    for n in counts:
+        off = by["ours", False][n]
+        r.add(f"http_429_{n}ch_no_headers", off.ratelimited, "responses", f"429s at {n} channels", target=0)
+        r.add(f"staleness_ms_p99_{n}ch_no_headers", off.p("lag", 99), "ms", f"staleness p99 at {n} channels")
+        r.add(f"final_text_ms_p99_{n}ch_no_headers", off.p("final_delay", 99), "ms",
+              f"stream end → final text p99 at {n} channels")
+        r.add(f"final_edit_ms_p99_{n}ch_no_headers", off.p("final_edit", 99), "ms",
+              f"stream end → final edit (cursor off) p99 at {n} channels")
+    return by["ours", True]
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b and not (math.isnan(a) or math.isnan(b)) else "n/a"
 
 
 async def figure_2(r: Results, quick: bool) -> None:
@@ -175,10 +212,8 @@ async def figure_7(r: Results, quick: bool) -> None:
 async def main(figures: tuple[int, ...], quick: bool) -> Results:
     results = Results()
     gc.freeze()  # the bench process's own long-lived objects (stand-in, SDKs) stay out of its collections
-    ours_200 = None
     if 1 in figures:
-        runs = await figure_1(results, quick)
-        ours_200 = runs[max(runs)]
+        await figure_1(results, quick)
     if 2 in figures:
         await figure_2(results, quick)
     if 3 in figures:
@@ -186,7 +221,7 @@ async def main(figures: tuple[int, ...], quick: bool) -> Results:
     if 4 in figures:
         await figure_4(results, quick)
     if 5 in figures:
-        await figure_5(results, quick, ours_200)
+        await figure_5(results, quick, None)  # its own run: figure 1's load differs
     if 6 in figures:
         await figure_6(results, quick)
     if 7 in figures:
@@ -198,10 +233,11 @@ def cli() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="a small smoke run (about 2 minutes): fewer channels, shorter phases")
-    parser.add_argument("--only", metavar="N[,N]", help="only these figures (1-7), e.g. --only 1,5")
+    parser.add_argument("--only", metavar="N[,N]",
+                        help="only these figures (1-7), e.g. --only 1,5 (default: 1,3,4,6,7)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     args = parser.parse_args()
-    figures = tuple(int(x) for x in args.only.split(",")) if args.only else ALL
+    figures = tuple(int(x) for x in args.only.split(",")) if args.only else DEFAULT
     if not set(figures) <= set(ALL):
         parser.error("figures are 1 to 7")
     started = time.monotonic()

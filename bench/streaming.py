@@ -10,12 +10,16 @@ so far) and the stand-in's log of the edits (when each was answered, and its con
 - first visible text = first edit carrying the reply's marker (its first token) − first text event sent;
 - lag = for each text event, the first edit showing at least that much text − the event's send time (so a
   lag sample is "how long a piece of narration waited before players could read it");
-- edits per message = edits (and sends) of the turn's message(s) that Discord accepted.
+- edits per message = edits (and sends) of the turn's message(s) that Discord accepted;
+- stream end → final text = the first edit showing all of the reply (the last words) − the LLM's last event
+  sent; stream end → final edit = the edit without the cursor (sent once the turn is stored) − the same;
+- command → LLM request = the LLM server receiving the turn's request − the stand-in dispatching the command.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -32,7 +36,10 @@ class PhaseResult:
     channels: int
     turns: list[Turn]
     first_visible: list[float] = field(default_factory=list)  # seconds
-    lag: list[float] = field(default_factory=list)  # seconds
+    lag: list[float] = field(default_factory=list)  # seconds ("staleness": how far behind the reader is)
+    final_delay: list[float] = field(default_factory=list)  # seconds from the LLM's last event to the last words shown
+    final_edit: list[float] = field(default_factory=list)  # seconds from the LLM's last event to the cursor-free edit
+    to_llm: list[float] = field(default_factory=list)  # seconds from the command to the LLM request
     edits: list[int] = field(default_factory=list)
     ratelimited: int = 0
     failed: int = 0
@@ -49,7 +56,7 @@ def answer_seconds(pace: Pace) -> float:
     return pace.ttft_seconds + pace.reply_tokens / pace.tokens_per_second
 
 
-async def phase(env: Env, channels: list[int], pace: Pace, *, duration: float, timeout: float = 120.0) -> PhaseResult:
+async def phase(env: Env, channels: list[int], pace: Pace, *, duration: float, timeout: float = 45.0) -> PhaseResult:
     """Keep len(channels) channels streaming for ``duration`` seconds after the ramp; analyse the turns."""
     env.llm.pace = pace
     ramp = answer_seconds(pace) if len(channels) > 1 else 0.0
@@ -67,8 +74,10 @@ async def phase(env: Env, channels: list[int], pace: Pace, *, duration: float, t
             played.append(turn)
             try:
                 await env.wait(turn, timeout)
-            except TimeoutError:
-                raise RuntimeError(f"no final answer within {timeout:.0f} s: {describe(env, turn)}") from None
+            except TimeoutError:  # counted as failed (and this channel stops playing), not the end of the bench
+                turn.failed = f"no final answer within {timeout:.0f} s"
+                print(f"  note: {turn.failed}: {describe(env, turn)}", file=sys.stderr, flush=True)
+                return
             n += 1
             lo, hi = THINK
             await asyncio.sleep(lo + (hi - lo) * (zlib.crc32(f"{channel_id}/{n}".encode()) % 1000) / 1000)
@@ -100,9 +109,13 @@ def analyse(env: Env, result: PhaseResult) -> None:
         log = env.llm.logs.get(turn.marker)
         if turn.failed:
             result.failed += 1
+        if log is not None:
+            result.to_llm.append(log.received_at - turn.invoked_at)
         if log is None or log.first_text_at is None or turn.first_visible_at is None:
             result.missing += 1
             continue
+        if log.done_at is not None and turn.done_at is not None and not turn.failed:
+            result.final_edit.append(turn.done_at - log.done_at)
         result.first_visible.append(turn.first_visible_at - log.first_text_at)
         result.edits.append(len(turn.edits))
         shown = [(t, visible_chars(c)) for t, c in turn.edits]
@@ -113,6 +126,9 @@ def analyse(env: Env, result: PhaseResult) -> None:
             if j == len(shown):
                 break  # never shown (a failed turn): not a lag sample
             result.lag.append(max(0.0, shown[j][0] - sent_at))
+        else:
+            if log.events and not turn.failed:  # every event was shown: when the last one was
+                result.final_delay.append(max(0.0, shown[j][0] - log.events[-1][0]))
 
 
 async def start_sessions(env: Env, channels: list[int]) -> None:

@@ -60,7 +60,8 @@ def describe(config: Config) -> str:
         f"max_output_tokens={llm.max_output_tokens} temperature={llm.temperature} timeout={llm.timeout_seconds:g}s",
         f"database:  {mask_url(config.database.url)}",
         f"limits:    {limits.requests_per_minute} turns/min per channel, {limits.tokens_per_session:,} tokens per "
-        f"session, backend={limits.backend}, max_queued_turns={limits.max_queued_turns}",
+        f"session, backend={limits.backend}"
+        f"{' key_prefix=' + limits.key_prefix if limits.backend.startswith('redis') else ''}, max_queued_turns={limits.max_queued_turns}",
         f"retry:     attempts={retry.attempts} backoff={retry.initial_backoff_seconds:g}-{retry.max_backoff_seconds:g}s "
         f"max_retry_after={retry.max_retry_after_seconds:g}s",
         f"dm:        history_messages={config.dm.history_messages} content_rating={config.dm.content_rating} "
@@ -73,7 +74,9 @@ def describe(config: Config) -> str:
         f"caps:      {limits.monthly_tokens_per_server or 'no'} tokens/month per server, "
         f"{limits.daily_tokens_per_player or 'no'} tokens/day per player (servers may set their own with /config)",
         f"discord:   sync_commands={discord.sync_commands} edit_interval={discord.edit_interval_seconds:g}s "
-        f"api={discord.api_base_url}",
+        f"api={discord.api_base_url}" + (
+            f" shard_count={discord.shard_count} shard_ids="
+            f"{list(discord.shard_ids) if discord.shard_ids else 'all'}" if discord.sharded else ""),
         f"secrets:   DISCORD_TOKEN {shown(s.discord_token)}, ANTHROPIC_API_KEY {shown(s.anthropic_api_key)}, "
         f"OPENAI_API_KEY {shown(s.openai_api_key)}",
     ]

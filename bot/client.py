@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import Config
+from bot.discord_pacing import RateLimitBook
 from bot.dm.service import DMService
 from bot.engine import build_provider
 from bot.llm.base import LLMProvider
@@ -76,7 +77,14 @@ class DungeonMasterBot(commands.Bot):
     def __init__(self, config: Config, *, provider: LLMProvider | None = None, engine: bool = True,
                  force_sync: bool = False, sync_guild: int | None = None, **options: object) -> None:
         metrics = BotMetrics()  # always counted; served only when [metrics] port is set
-        options.setdefault("http_trace", metrics.http_trace())  # counts Discord's 429s
+        # Every answer discord.py receives passes through this book, which keeps Discord's rate-limit buckets for
+        # the streamer (bot/discord_pacing.py): discord.py itself reads them only to sleep on an empty bucket.
+        # The same trace counts Discord's 429s for the metrics (discord.py takes one trace config).
+        self.ratelimits = RateLimitBook()
+        trace = self.ratelimits.trace_config()
+        for handler in metrics.http_trace().on_request_end:
+            trace.on_request_end.append(handler)
+        options.setdefault("http_trace", trace)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=INTENTS,
@@ -120,7 +128,8 @@ class DungeonMasterBot(commands.Bot):
         gc.freeze()
 
     async def on_ready(self) -> None:
-        log.info("ready as %s in %d servers; slash commands: %s", self.user, len(self.guilds),
+        shards = f" (shards {sorted(self.shards)} of {self.shard_count})" if self.shard_count else ""
+        log.info("ready as %s in %d servers%s; slash commands: %s", self.user, len(self.guilds), shards,
                  ", ".join(f"/{c.name}" for c in self.tree.get_commands()))
 
     async def close(self) -> None:
@@ -197,9 +206,23 @@ class DungeonMasterBot(commands.Bot):
         await refuse(interaction, "Something went wrong on our side; it has been logged. Try again.")
 
 
+class ShardedDungeonMasterBot(DungeonMasterBot, commands.AutoShardedBot):
+    """The same bot on discord.py's AutoShardedBot: one gateway connection per shard in ``shard_ids`` (all
+    ``shard_count`` shards when unset), so several processes can split a bot's servers between them."""
+
+
+def make_bot(config: Config, **options: object) -> DungeonMasterBot:
+    """The sharded bot when ``[discord] shard_count`` is set, else the plain one (one connection, as before)."""
+    discord_config = config.discord
+    if not discord_config.sharded:
+        return DungeonMasterBot(config, **options)
+    shard_ids = list(discord_config.shard_ids) if discord_config.shard_ids is not None else None
+    return ShardedDungeonMasterBot(config, shard_count=discord_config.shard_count, shard_ids=shard_ids, **options)
+
+
 def run_bot(config: Config) -> int:
     point_at(config)
-    bot = DungeonMasterBot(config)
+    bot = make_bot(config)
     # `docker stop` sends SIGTERM, which would end Python on the spot: make it a Ctrl-C, which asyncio turns into
     # an orderly close (turns in flight end cleanly, the store closes).
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))

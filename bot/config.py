@@ -41,9 +41,21 @@ class DiscordConfig:
     gateway_url: str = field(default="wss://gateway.discord.gg", metadata=_rule(doc="ws-url"))
     sync_commands: Literal["global", "guild", "off"] = "global"
     dev_guild_id: int | None = field(default=None, metadata=_rule(min=1))
+    # the pace while Discord has reported no rate-limit bucket (no headers yet, or a server that sends none);
     # at least 0.5: Discord allows about 5 edits per 2 s on one interaction token (0.4 meets 429s at times)
     edit_interval_seconds: float = field(default=1.0, metadata=_rule(min=0.5, max=60))
+    # the floor: no streamed message is edited more often, whatever room Discord's rate-limit bucket reports
+    min_edit_interval_seconds: float = field(default=0.25, metadata=_rule(min=0.05, max=60))
     application_id: int | None = field(default=None, metadata=_rule(min=1))
+    # Sharding (scale-out): unset = one unsharded connection, as before. With shard_count the bot runs discord.py's
+    # AutoShardedBot; shard_ids (which needs shard_count) picks the shards this process runs, so N processes can
+    # split them. A guild's shard is (guild_id >> 22) % shard_count.
+    shard_count: int | None = field(default=None, metadata=_rule(min=1, max=100000))
+    shard_ids: tuple[int, ...] | None = field(default=None, metadata=_rule(min=0, max=99999))
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_count is not None
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class LimitsConfig:
     requests_per_minute: int = field(default=20, metadata=_rule(min=1, max=10000))
     tokens_per_session: int = field(default=100_000, metadata=_rule(min=1000))
     backend: str = field(default="memory://", metadata=_rule(doc="limits-backend"))
+    # Prepended to every rate-limit key on Redis, so several bots (or test runs) can share one Redis.
+    key_prefix: str = field(default="dungeon-master", metadata=_rule(doc="key-prefix"))
     max_queued_turns: int = field(default=5, metadata=_rule(min=1, max=100))
     # server and player caps (0 = no cap); a server's admin may set its own with /config
     monthly_tokens_per_server: int = field(default=0, metadata=_rule(min=0))
@@ -190,6 +204,13 @@ def _check_value(where: str, f: Any, hint: Any, value: Any) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
         if value == "" and hint is str:
             return None
+    if origin is tuple:  # a TOML array of one scalar type, e.g. shard_ids = [0, 1]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where} must be a non-empty list, e.g. [0, 1], not {_type_name(value)} ({_fmt(value)})")
+        items = tuple(_check_value(f"{where}[{i}]", f, args[0], item) for i, item in enumerate(value))
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{where} = {_fmt(value)} lists a value twice")
+        return items
     if origin is Literal:
         if value not in args:
             allowed = ", ".join(_fmt(a) for a in args)
@@ -221,6 +242,8 @@ def _check_format(where: str, kind: str, value: Any) -> None:
         "db-url": ("sqlite:///", "postgresql://", "postgres://"),
         "limits-backend": ("memory://", "redis://", "rediss://"),
     }.get(kind)
+    if kind == "key-prefix" and not (value and value.replace("-", "").replace("_", "").replace(".", "").isalnum()):
+        raise ConfigError(f"{where} = {_fmt(value)} must be letters, digits, '-', '_' or '.' (and not empty)")
     if prefixes and not str(value).startswith(prefixes):
         allowed = " or ".join(f'"{p}…"' for p in prefixes)
         if kind == "db-url":  # a URL may carry a password: never show it
@@ -351,6 +374,12 @@ def load_config(
                           f"{', '.join(f'[{s}]' for s in [*SECTIONS, 'prices'])}")
     if sections["retry"].max_backoff_seconds < sections["retry"].initial_backoff_seconds:
         raise ConfigError(f"{file}: [retry] max_backoff_seconds must be at least initial_backoff_seconds")
+    shards = sections["discord"]
+    if shards.shard_ids is not None and shards.shard_count is None:
+        raise ConfigError(f"{file}: [discord] shard_ids needs shard_count (the total number of shards of the bot)")
+    if shards.shard_ids is not None and max(shards.shard_ids) >= shards.shard_count:
+        raise ConfigError(f"{file}: [discord] shard_ids = {list(shards.shard_ids)} must be below shard_count = "
+                          f"{shards.shard_count} (shards are numbered 0 to shard_count - 1)")
     llm = sections["llm"]
     if llm.provider == "anthropic" and llm.temperature is not None and llm.temperature > 1:
         raise ConfigError(f"{file}: [llm] temperature = {_fmt(llm.temperature)} is out of range for Anthropic, "

@@ -67,16 +67,50 @@ async def _mapped(call: Awaitable[T], *, webhook: bool) -> T:
 
 
 class InteractionSink:
-    """MessageSink over one interaction that the caller already deferred with ``response.defer(thinking=True)``."""
+    """MessageSink over one interaction deferred with ``response.defer(thinking=True)``: already, or by the
+    ``acknowledged`` task, which runs beside the DM turn (so the LLM request need not wait for that round trip)
+    and which every call waits for first. A deferral that failed leaves a token that cannot edit anything: the
+    calls then raise TokenExpired and the streamer carries on in plain channel messages."""
 
-    def __init__(self, interaction: discord.Interaction[Any]) -> None:
+    def __init__(self, interaction: discord.Interaction[Any], *,
+                 acknowledged: asyncio.Future[Any] | None = None) -> None:
         self._interaction = interaction
+        self._ack = acknowledged
+
+    async def _acknowledged(self) -> None:
+        if self._ack is None:
+            return
+        try:
+            await asyncio.shield(self._ack)
+        except asyncio.CancelledError:
+            if not self._ack.cancelled():
+                raise  # we are cancelled, not the deferral
+            raise TokenExpired("the interaction was never acknowledged") from None
+        except Exception as e:  # noqa: BLE001 - whatever stopped the deferral, the token is of no use now
+            raise TokenExpired(f"the interaction was never acknowledged: {e!r}") from e
+        self._ack = None
+
+    def route(self, op: str, kind: str, ref: SentMessage | None) -> tuple[str, str]:
+        """(method, path) of the call ``op`` on a message of ``kind`` would make: how the streamer finds the
+        rate-limit bucket it falls in (bot/discord_pacing.py)."""
+        i = self._interaction
+        hook = f"/webhooks/{i.application_id}/{i.token}"
+        method = {"send": "POST", "edit": "PATCH", "delete": "DELETE"}[op]
+        if ref is None:
+            if kind == "channel":  # a channel message not sent yet
+                return method, f"/channels/{i.channel_id}/messages"
+            return (method, hook) if op == "send" else (method, f"{hook}/messages/@original")
+        if ref.via_webhook:
+            return method, f"{hook}/messages/{ref.message.id}"
+        return method, f"/channels/{ref.message.channel.id}/messages/{ref.message.id}"
 
     async def edit_original(self, content: str) -> None:
+        await self._acknowledged()
         await _mapped(self._interaction.edit_original_response(content=content, allowed_mentions=_NO_PINGS),
                       webhook=True)
 
     async def send_followup(self, content: str) -> SentMessage:
+        await self._acknowledged()
         msg = await _mapped(self._interaction.followup.send(content, wait=True, allowed_mentions=_NO_PINGS),
                             webhook=True)
         return SentMessage(msg, via_webhook=True)
@@ -89,15 +123,20 @@ class InteractionSink:
         return SentMessage(msg, via_webhook=False)
 
     async def edit(self, ref: SentMessage, content: str) -> None:
+        if ref.via_webhook:  # channel messages go with the bot token: the deferral does not matter to them
+            await self._acknowledged()
         await _mapped(ref.message.edit(content=content, allowed_mentions=_NO_PINGS), webhook=ref.via_webhook)
 
     async def delete(self, ref: SentMessage | None) -> None:
+        if ref is None or ref.via_webhook:
+            await self._acknowledged()
         if ref is None:
             await _mapped(self._interaction.delete_original_response(), webhook=True)
         else:
             await _mapped(ref.message.delete(), webhook=ref.via_webhook)
 
     async def send_ephemeral(self, content: str) -> None:
+        await self._acknowledged()
         await _mapped(self._interaction.followup.send(content, ephemeral=True, allowed_mentions=_NO_PINGS),
                       webhook=True)
 

@@ -1,6 +1,6 @@
 """MessageStreamer: the only code that turns a stream of narration into Discord message sends and edits.
 
-It owns edit pacing (per message, never global), splitting at the 2000-character limit (code fences closed and
+It owns edit pacing (per message and per Discord rate-limit bucket, never global), splitting at the 2000-character limit (code fences closed and
 reopened), resets before retries, visible failure endings, and the fallback to plain channel messages when the
 15-minute interaction token dies. It never imports discord: it talks to a ``MessageSink`` (bot/discord_sink.py).
 
@@ -8,6 +8,12 @@ Shape: ``feed``/``reset``/``checkpoint`` only change in-memory text and wake one
 flusher owns every Discord call (so one call at a time per streamer) and brings Discord in line with the text:
 messages are laid out over the text as ``_Msg`` spans; the first message that differs from what Discord shows
 is updated, earlier messages always first, so a message is final before the next one is sent.
+
+Pacing: when Discord has reported the bucket a call falls in (``RateLimitBook``, bot/discord_pacing.py, shared
+by every message on that bucket), an edit goes as soon as the bucket allows, its requests spread over its window
+with one kept for the final edit, and no message is edited twice within ``min_edit_interval``; the final edit
+(the stream has ended) goes at once when the bucket has room, else the moment it has. While nothing is known of
+the bucket (no headers yet, or a server that sends none), each message keeps ``edit_interval`` between calls.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from bot.discord_pacing import RateLimitBook, Route
 from bot.message_sink import Clock, MessageRef, MessageSink, MissingAccess, MonotonicClock, RateLimitedError, TokenExpired
 from bot.message_text import BOUNDARIES, FENCE, safe_cut, scan_fences
 
@@ -44,7 +51,8 @@ class _Msg:
     shown_end: int = 0  # text offset the shown content reaches
     frozen: bool = False  # can no longer be edited (token died, or we gave up on it)
     dropped: bool = False  # removed by reset(); to be deleted
-    next_at: float = float("-inf")  # earliest clock time of the next call for this message
+    last_start: float = float("-inf")  # clock time the last call for this message started
+    hold_until: float = float("-inf")  # no call before this (backoff after an error, Retry-After)
     failures: int = 0
     limited: int = 0
 
@@ -56,10 +64,14 @@ class _Msg:
 class MessageStreamer:
     def __init__(self, sink: MessageSink, *, edit_interval: float = 1.0, clock: Clock | None = None,
                  token_expires_at: float | None = None, limit: int = 2000, cursor: str = " ▌",
-                 blocked_note: str | None = None) -> None:
+                 blocked_note: str | None = None, min_edit_interval: float = 0.25,
+                 pacer: RateLimitBook | None = None) -> None:
         if limit < len(cursor) + _CLOSE_RESERVE + 24 + 16:  # 24 = longest reopened fence line
             raise ValueError("limit too small for the cursor and fence markers")
         self._sink, self._interval, self._clock = sink, edit_interval, clock or MonotonicClock()
+        self._floor = min(min_edit_interval, edit_interval)  # never edit one message more often than this
+        self._pacer = pacer if pacer is not None and hasattr(sink, "route") else None
+        self._hurry = asyncio.Event()  # finish()/fail(): the final edit need not wait out the pacing
         self._deadline, self._limit, self._cursor = token_expires_at, limit, cursor
         self._blocked_note = blocked_note  # told privately to the user when the channel refuses our messages
         self._token_dead = False  # Discord said the token is invalid (not merely past our own, earlier deadline)
@@ -72,6 +84,7 @@ class MessageStreamer:
         self._msgs: list[_Msg] = [_Msg(ORIGINAL, 0, created=True)]
         self._deletes: list[_Msg] = []
         self._closing = False
+        self._settled = False  # settle(): the model stopped writing; what is there is shown as final
         self._refusal: str | None = None
         self._expired = False
         self._given_up = 0
@@ -102,12 +115,24 @@ class MessageStreamer:
             return
         self._text += text
         self._status = None  # new text is the news: the notice has done its job
+        self._settled = False
         self._poke()
 
     def status(self, note: str | None) -> None:
         """A transient small line under the text while writing (e.g. "trying again…" during a retry), so a wait
         is never unexplained. The next ``feed`` or the end of the answer removes it."""
         self._status = f"-# {note}" if note else None
+        self._settled = self._settled and note is None
+        self._poke()
+
+    def settle(self) -> None:
+        """The model's stream has ended: show all its text now, with the final edit's priority, not once the turn
+        has been stored. The cursor stays until finish(): an answer shown as finished is always a stored one (a
+        crash in between must not leave players believing in a turn the story does not have)."""
+        if self._closing:
+            return
+        self._settled = True
+        self._hurry.set()
         self._poke()
 
     def checkpoint(self) -> None:
@@ -117,6 +142,7 @@ class MessageStreamer:
         if self._closing or len(self._text) == self._checkpoint:
             return
         cut = self._checkpoint
+        self._settled = False
         self._text = self._text[:cut]
         self._low = min(self._low, cut)
         keep: list[_Msg] = []
@@ -141,6 +167,7 @@ class MessageStreamer:
 
     async def finish(self) -> None:
         self._closing = True
+        self._hurry.set()
         await self._drain()
 
     async def fail(self, message: str) -> None:
@@ -153,6 +180,7 @@ class MessageStreamer:
             else:
                 self._refusal = message  # nothing public to end: remove "thinking…", tell the user privately
         self._closing = True
+        self._hurry.set()
         await self._drain()
 
     def cancel(self) -> None:
@@ -239,9 +267,9 @@ class MessageStreamer:
                         return
                     step = self._next_step()
                     if step is not None:
-                        wait = step[0].next_at - self._clock.now()
+                        wait = self._ready_at(step[0], step[1]) - self._clock.now()
                         if wait > 0:
-                            await self._clock.sleep(wait)  # pacing; the text keeps growing meanwhile
+                            await self._pace(wait)  # the text keeps growing meanwhile
                         else:
                             await self._apply(*step)
                         continue
@@ -251,6 +279,34 @@ class MessageStreamer:
         except Exception:
             log.exception("message streamer stopped")
             self.blocked_reason = self.blocked_reason or "internal error"
+
+    def _route(self, m: _Msg, op: str) -> Route | None:
+        return self._sink.route(op, m.kind, m.ref) if self._pacer is not None else None  # type: ignore[attr-defined]
+
+    def _ready_at(self, m: _Msg, op: str) -> float:
+        """When the next call for ``m`` may go: the bucket's pace if Discord told us about it, else the configured
+        interval; the final edit of the answer without the floor (at once when the bucket has room)."""
+        final = (self._closing or self._settled) and op != "delete" and m is self._msgs[-1]
+        route = self._route(m, op)
+        at = self._pacer.ready_at(route, final=final) if route is not None else None  # type: ignore[union-attr]
+        if at is None:  # nothing known of the bucket: the pace of the configuration
+            at = m.last_start + (self._floor if final else self._interval)
+        elif not final:
+            at = max(at, m.last_start + self._floor)
+        return max(at, m.hold_until)
+
+    async def _pace(self, wait: float) -> None:
+        """Sleep until the next call may go, but wake at once when the stream ends (its final edit may go now)."""
+        if self._closing or self._settled:
+            await self._clock.sleep(wait)
+            return
+        self._hurry.clear()
+        waits = [asyncio.ensure_future(self._hurry.wait()), asyncio.ensure_future(self._clock.sleep(wait))]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _idle(self) -> None:
         if self._deadline is None or self._expired or self.blocked_reason:
@@ -275,7 +331,7 @@ class MessageStreamer:
             final = self._closing or not last
             # While writing, hold back a fence marker still arriving ("``", "```py"), so what is shown always
             # ends where a cut is safe: a token that dies right then leaves no broken fence behind.
-            end = m.end if m.end is not None else len(self._text) if final else self._safe_cut(m)
+            end = m.end if m.end is not None else len(self._text) if final or self._settled else self._safe_cut(m)
             status = self._status if last and not final and (m.created or m.kind == ORIGINAL) else None
             if last and m.shown is None and not self._text[self._eff_start(m):end].strip():
                 if not (self._closing and m.kind == ORIGINAL) and status is None:
@@ -298,14 +354,19 @@ class MessageStreamer:
             self.edit_count += 1
 
     async def _apply(self, m: _Msg, op: str, content: str, end: int) -> None:
-        started = self._clock.now()
-        m.next_at = started + self._interval  # pacing counts from the start of the previous call
+        m.last_start = self._clock.now()  # pacing counts from the start of the previous call
         self._low = len(self._text)
+        route = self._route(m, op)
+        if route is not None:
+            self._pacer.started(route)  # type: ignore[union-attr]
         try:
             await self._call(m, op, content)
         except Exception as e:  # noqa: BLE001 - a sink bug must not stop the answer; logged below
             await self._on_error(m, op, e)
             return
+        finally:
+            if route is not None:
+                self._pacer.ended(route)  # type: ignore[union-attr]
         m.failures = m.limited = 0
         if op == "delete":
             self._deletes.remove(m)
@@ -332,12 +393,12 @@ class MessageStreamer:
             await self._tell_blocked()
         elif isinstance(e, RateLimitedError):
             m.limited += 1
-            m.next_at = max(m.next_at, now + e.retry_after)  # the retry then carries the latest text
+            m.hold_until = max(m.hold_until, now + e.retry_after)  # the retry then carries the latest text
             if m.limited > MAX_RATE_LIMITED:
                 self._give_up(m, op, e)
         elif getattr(e, "retryable", True) and m.failures + 1 < MAX_ATTEMPTS:
             m.failures += 1
-            m.next_at = max(m.next_at, now + 0.5 * 2 ** (m.failures - 1))
+            m.hold_until = max(m.hold_until, now + 0.5 * 2 ** (m.failures - 1))
             log.info("discord call failed (%s), retrying", e)
         else:
             self._give_up(m, op, e)

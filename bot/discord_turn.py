@@ -1,14 +1,17 @@
 """The Discord side of a DM turn, shared by the cogs: DM events → MessageStreamer calls, and short answers.
 
-Every command defers first (Discord wants an answer within 3 s); what follows either fills the deferred
-message or, for a refusal, removes the public "thinking…" and answers privately.
+Every command defers (Discord wants an answer within 3 s); what follows either fills the deferred message or,
+for a refusal, removes the public "thinking…" and answers privately. A DM turn (``play_turn``) does not wait
+for the deferral's round trip: the turn (guards, store reads, the LLM request) starts beside it, and the
+streamer's first call waits for it (bench/: that round trip stood before every LLM request).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 from contextlib import aclosing
 
 import discord
@@ -27,6 +30,7 @@ from bot.dm.events import (
     Retrying,
     RollMade,
     TextDelta,
+    UsageReport,
 )
 
 log = logging.getLogger(__name__)
@@ -35,13 +39,36 @@ SILENT = "*The DM pauses, lost in thought. Try again?*"
 STOPPING = "the bot is restarting. Send your action again in a minute."
 
 
+async def play_turn(interaction: discord.Interaction, events: Callable[[], AsyncIterator[DMEvent]], *,
+                    edit_interval: float, min_edit_interval: float = 0.25) -> MessageStreamer:
+    """Defer (public "thinking…") and run the DM turn ``events()`` side by side, then show it as it streams."""
+    ack = asyncio.ensure_future(interaction.response.defer(thinking=True))
+    ack.add_done_callback(_seen)
+    try:
+        return await stream_turn(interaction, events(), edit_interval=edit_interval,
+                                 min_edit_interval=min_edit_interval, acknowledged=ack)
+    finally:
+        if not ack.done():  # the command is answered before its handler returns
+            await asyncio.wait([ack])
+
+
+def _seen(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # the sink raised it where it mattered
+        log.warning("deferring the interaction failed: %r", task.exception())
+
+
 async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DMEvent], *,
-                      edit_interval: float, into: discord.Thread | None = None) -> MessageStreamer:
-    """Show a DM turn as it streams. The interaction must already be deferred with ``thinking=True``.
-    ``into``: stream into that thread (a new adventure's) instead of the interaction's response."""
+                      edit_interval: float, min_edit_interval: float = 0.25,
+                      acknowledged: asyncio.Future[Any] | None = None,
+                      into: discord.Thread | None = None) -> MessageStreamer:
+    """Show a DM turn as it streams. The interaction must be deferred with ``thinking=True``: already, or by
+    the ``acknowledged`` task (which the streamer's first call waits for). ``into``: stream into that thread (a
+    new adventure's) instead of the interaction's response."""
     clock = MonotonicClock()
-    sink = InteractionSink(interaction) if into is None else ChannelSink(interaction, into)
-    streamer = MessageStreamer(sink, edit_interval=edit_interval, clock=clock,
+    sink = (InteractionSink(interaction, acknowledged=acknowledged) if into is None
+            else ChannelSink(interaction, into))
+    streamer = MessageStreamer(sink, edit_interval=edit_interval, min_edit_interval=min_edit_interval, clock=clock,
+                               pacer=getattr(interaction.client, "ratelimits", None),
                                token_expires_at=token_deadline(interaction, clock) if into is None else None,
                                blocked_note=blocked_note(interaction))
     in_flight = getattr(interaction.client, "turns_in_flight", None)  # DungeonMasterBot.close() stops these
@@ -71,11 +98,14 @@ async def stream_turn(interaction: discord.Interaction, events: AsyncIterator[DM
                     show_batched(streamer, event)
                 elif isinstance(event, AnswersBatch):
                     event.ticket.shown_at = await jump_url(interaction)  # the others' responses point here
+                elif isinstance(event, UsageReport) and hasattr(streamer, "settle"):
+                    # The model's stream ended: its last words show now, not after the turn is stored.
+                    streamer.settle()
                 elif isinstance(event, Done | Failed):
                     ending = event
                     break
-        # The DM's turn is over and its channel free for the next action before the last edits, which edit
-        # pacing may hold back for up to an interval.
+        # The DM's turn is over and its channel free for the next action before the last edits (which the
+        # streamer sends at once when the bucket has room; settle() has usually shown the last words already).
         if isinstance(ending, Failed):
             await streamer.fail(ending.message)
         else:

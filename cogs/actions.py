@@ -7,7 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.client import DungeonMasterBot
-from bot.discord_turn import stream_turn
+from bot.discord_turn import play_turn
 from cogs.common import channel_of, player_of
 
 
@@ -19,9 +19,9 @@ class Actions(commands.Cog):
     @app_commands.describe(action="What you do, e.g. 'I search the desk for a hidden drawer'")
     @app_commands.guild_only()
     async def act(self, interaction: discord.Interaction, action: app_commands.Range[str, 1, 4000]) -> None:
-        await interaction.response.defer(thinking=True)
-        events = self.bot.dm.act(channel_of(interaction), player_of(interaction), action)
-        await stream_turn(interaction, events, edit_interval=self.bot.config.discord.edit_interval_seconds)
+        pace = self.bot.config.discord
+        await play_turn(interaction, lambda: self.bot.dm.act(channel_of(interaction), player_of(interaction), action),
+                        edit_interval=pace.edit_interval_seconds, min_edit_interval=pace.min_edit_interval_seconds)
 
 
 async def setup(bot: DungeonMasterBot) -> None:

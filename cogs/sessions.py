@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.client import DungeonMasterBot
-from bot.discord_turn import answer, refuse, stream_turn
+from bot.discord_turn import answer, play_turn, refuse, stream_turn
 from bot.store.base import Channel
 from cogs.common import channel_of, player_of
 
@@ -30,17 +30,21 @@ class Sessions(commands.Cog):
     @app_commands.guild_only()
     async def start(self, interaction: discord.Interaction, premise: app_commands.Range[str, None, 4000] = "",
                     thread: bool = False) -> None:
-        await interaction.response.defer(thinking=True)
-        into = None
-        if thread and not isinstance(interaction.channel, discord.Thread):  # inside a thread: play right there
-            into = await open_thread(interaction, premise)
-            if into is None:
-                return
-            await answer(interaction, f"🧵 A new adventure begins in {into.mention}: play there with /act.")
-        where = Channel(channel_of(interaction).guild_id, str(into.id)) if into else channel_of(interaction)
-        events = self.bot.dm.start(where, player_of(interaction), premise)
-        await stream_turn(interaction, events, edit_interval=self.bot.config.discord.edit_interval_seconds,
-                          into=into)
+        pace = self.bot.config.discord
+        if not thread or isinstance(interaction.channel, discord.Thread):  # inside a thread: play right there
+            await play_turn(interaction,
+                            lambda: self.bot.dm.start(channel_of(interaction), player_of(interaction), premise),
+                            edit_interval=pace.edit_interval_seconds, min_edit_interval=pace.min_edit_interval_seconds)
+            return
+        await interaction.response.defer(thinking=True)  # the thread must exist before the DM's turn starts
+        into = await open_thread(interaction, premise)
+        if into is None:
+            return
+        await answer(interaction, f"🧵 A new adventure begins in {into.mention}: play there with /act.")
+        events = self.bot.dm.start(Channel(channel_of(interaction).guild_id, str(into.id)), player_of(interaction),
+                                   premise)
+        await stream_turn(interaction, events, edit_interval=pace.edit_interval_seconds,
+                          min_edit_interval=pace.min_edit_interval_seconds, into=into)
 
     @app_commands.command(name="end", description="End this channel's adventure (its starter or a channel manager).")
     @app_commands.guild_only()

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from limits import RateLimitItemPerMinute
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.aio.strategies import MovingWindowRateLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -26,25 +27,37 @@ from bot.store.base import CallRecord, CapReached, Player, Reservation, Session,
 
 log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
+
 
 class ChannelRateLimiter:
-    """``per_minute`` hits per key (a channel's LLM turns; a player's rolls in a channel), over a moving window.
+    """``per_minute`` hits per key (a channel's LLM turns; a player's rolls in a channel: ``namespace`` tells the
+    windows apart), over a moving window.
 
     On Redis (``redis://…``, when several bot processes must share the counts) the ``limits`` library keeps the
-    windows. In one process (``memory://``) they are kept here (``_LocalWindows``): limits' async memory storage
-    follows every hit with a pass over *every* channel's window, one thread-pool hop per channel, so with a few
-    hundred active channels that pass never stops and costs more CPU than the turns themselves (bench/).
+    windows, under ``key_prefix``: every process sees one window per channel, and a restart keeps them. In one
+    process (``memory://``) they are kept here (``_LocalWindows``): limits' async memory storage follows every
+    hit with a pass over *every* channel's window, one thread-pool hop per channel, so with a few hundred active
+    channels that pass never stops and costs more CPU than the turns themselves (bench/).
+
+    If Redis cannot be reached, the windows fall back to this process's own (logged once per outage) rather
+    than refusing every turn: the limit still holds per process, and the shared windows return with Redis.
     """
 
-    def __init__(self, per_minute: int, backend: str = "memory://", namespace: str = "dm-turn") -> None:
+    def __init__(self, per_minute: int, backend: str = "memory://", namespace: str = "dm-turn", *,
+                 key_prefix: str = "dungeon-master") -> None:
         self.item = RateLimitItemPerMinute(per_minute)
         self.namespace = namespace
         self.local: _LocalWindows | None = None
         self.limiter: MovingWindowRateLimiter | None = None
+        self.redis_down = False
         if backend.startswith(("redis://", "rediss://")):
             # redis-py's asyncio client (the `redis` package) rather than limits' default, coredis.
-            storage = storage_from_string(f"async+{backend}", implementation="redispy")
+            # Short socket timeouts: a lost Redis must cost a turn a second or two, not a hung command.
+            storage = storage_from_string(f"async+{backend}", implementation="redispy", key_prefix=key_prefix,
+                                          wrap_exceptions=True, socket_connect_timeout=2, socket_timeout=2)
             self.limiter = MovingWindowRateLimiter(storage)
+            self._fallback = _LocalWindows(self.item.amount, self.item.get_expiry())
         else:
             self.local = _LocalWindows(self.item.amount, self.item.get_expiry())
 
@@ -53,10 +66,22 @@ class ChannelRateLimiter:
         if self.local is not None:
             return self.local.hit(key)
         assert self.limiter is not None
-        if await self.limiter.hit(self.item, self.namespace, key):
-            return None
-        stats = await self.limiter.get_window_stats(self.item, self.namespace, key)
-        return max(1.0, stats.reset_time - time.time())
+        try:
+            if await self.limiter.hit(self.item, self.namespace, key):
+                allowed = None
+            else:
+                stats = await self.limiter.get_window_stats(self.item, self.namespace, key)
+                allowed = max(1.0, stats.reset_time - time.time())
+        except StorageError as error:
+            if not self.redis_down:
+                log.warning("rate limits: Redis is unreachable (%s); counting in this process until it is back",
+                            error)
+            self.redis_down = True
+            return self._fallback.hit(key)
+        if self.redis_down:
+            log.info("rate limits: Redis is back; windows are shared again")
+            self.redis_down = False
+        return allowed
 
 
 class _LocalWindows:

@@ -104,9 +104,10 @@ class DMService:
         self.config = config
         self.store = store
         self.rate_limiter = rate_limiter or ChannelRateLimiter(
-            config.limits.requests_per_minute, config.limits.backend
+            config.limits.requests_per_minute, config.limits.backend, key_prefix=config.limits.key_prefix
         )
-        self.roll_limiter = ChannelRateLimiter(config.limits.rolls_per_minute, config.limits.backend, "player-roll")
+        self.roll_limiter = ChannelRateLimiter(config.limits.rolls_per_minute, config.limits.backend, "player-roll",
+                                               key_prefix=config.limits.key_prefix)
         self.retry = retry or RetryPolicy(config.retry)
         self.budget = TokenBudget.from_config(config.limits, limits_for=self._cap_limits)
         self.system = system_prompt(config.dm, tools=config.dm.dm_rolls)
@@ -149,7 +150,7 @@ class DMService:
                 if (limit := await self.admin.adventure_limit(channel.guild_id)) is not None:
                     await self.store.set_token_limit(session.id, limit)  # the server's adventure_budget
                     session = replace(session, token_limit=limit)
-                async with aclosing(self._run_turn(session, [])) as events:
+                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, [])) as events:
                     async for event in events:
                         if isinstance(event, Failed):
                             # No opening, no adventure: close it (it stays in the database) so /start can be retried.
@@ -193,7 +194,7 @@ class DMService:
                 if len(actions) > 1:
                     yield AnswersBatch(batch.ticket)
                 pending = [Turn(0, session.id, 0, "player", who, what, "pending", time.time()) for who, what in actions]
-                async with aclosing(self._run_turn(session, pending)) as events:
+                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, pending)) as events:
                     async for event in events:
                         if batch is not None and isinstance(event, Done | Failed):
                             batch.settle(event)

@@ -8,6 +8,7 @@ picks one from ``[database] url``. All SQL lives behind this interface.
 from __future__ import annotations
 
 import re
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Literal, Protocol
@@ -241,6 +242,10 @@ class Store(Protocol):
         """Release the hold and charge the counters ``used_tokens`` (what the provider reported)."""
 
     async def get_meta(self, key: str) -> str | None: ...
+
+    def turn_lock(self, session_id: int) -> AbstractAsyncContextManager[None]:
+        """Held around a turn's LLM call and writes: one turn at a time per session, in every process sharing
+        the database, and never left behind by a process that dies (bot/store/turnlock.py)."""
 
     async def set_meta(self, key: str, value: str) -> None: ...
 

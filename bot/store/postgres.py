@@ -9,7 +9,9 @@ Only the connection lives here:
   - every store holds a *shared* advisory lock on a connection of its own for as long as it is open. On open, a
     store that can take the same lock *exclusively* knows no other bot process is running, and only then marks
     the turns left pending as interrupted (with other processes up, a pending turn may be theirs, mid-answer).
-    A process that dies loses its connection, and so its lock, at once.
+    A process that dies loses its connection, and so its lock, at once;
+  - turns take a per-session advisory lock (``turn_lock``, bot/store/turnlock.py), so with other processes up a
+    store still marks as interrupted the pending turns whose session nobody holds: those of a process that died.
 
 The URL is ``postgresql://user:password@host:port/database`` (``postgres://`` too); extra query parameters
 such as ``?search_path=myschema`` are passed to the server as settings. Its password is never shown: errors
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +30,7 @@ import asyncpg
 
 from bot.store.base import StoreError, mask_url
 from bot.store.sql import SQLStore
+from bot.store.turnlock import AdvisoryTurnLocks
 
 # Arbitrary constants that name this bot's advisory locks (pg_advisory_lock takes any 64-bit key).
 MIGRATION_LOCK = 0x444D_0001
@@ -87,7 +90,15 @@ class PostgresStore(SQLStore):
         self.min_connections, self.max_connections = min_connections, max_connections
         self._pool: asyncpg.Pool | None = None
         self._process_lock: asyncpg.Connection | None = None
+        self._turn_locks: AdvisoryTurnLocks | None = None
         self.interrupted_on_open = 0
+
+    def turn_lock(self, session_id: int) -> AbstractAsyncContextManager[None]:
+        """One turn at a time per session across every bot process: a PostgreSQL advisory lock that dies with
+        its connection, so a killed process leaves none behind (bot/store/turnlock.py)."""
+        if self._turn_locks is None:
+            raise RuntimeError("the store is not open")
+        return self._turn_locks.hold(session_id)
 
     def describe(self) -> str:
         return mask_url(self.url)
@@ -132,11 +143,15 @@ class PostgresStore(SQLStore):
                                                timeout=10)
         try:
             self._process_lock = await asyncpg.connect(dsn, timeout=10)
+            self._turn_locks = AdvisoryTurnLocks(dsn)  # connects at the first turn
         except BaseException:
             await self._disconnect()
             raise
 
     async def _disconnect(self) -> None:
+        if self._turn_locks is not None:
+            await self._turn_locks.close()
+            self._turn_locks = None
         if self._process_lock is not None:
             await self._process_lock.close()
             self._process_lock = None
@@ -151,11 +166,29 @@ class PostgresStore(SQLStore):
         alone = await lock.fetchval("SELECT pg_try_advisory_lock($1)", PROCESS_LOCK)
         await lock.execute("SELECT pg_advisory_lock_shared($1)", PROCESS_LOCK)
         if not alone:
-            return 0
+            return await self._interrupt_orphans()
         try:
             return await super()._interrupt_pending()
         finally:
             await lock.execute("SELECT pg_advisory_unlock($1)", PROCESS_LOCK)
+
+    async def _interrupt_orphans(self) -> int:
+        """Other bot processes are up: a pending turn is theirs, mid-answer, exactly while they hold its session's
+        turn lock (taken before the action is stored, released after the outcome is). Turns pending in a session
+        whose lock is free were left by a process that died: only those become interrupted."""
+        assert self._turn_locks is not None
+        pending = await self._rows("SELECT DISTINCT session_id FROM turns WHERE status = 'pending'")
+        cut = 0
+        for (session_id,) in pending:
+            if not await self._turn_locks.try_hold(session_id):
+                continue  # a live process is answering it
+            try:
+                async with self._write() as tx:
+                    cut += await tx.execute("UPDATE turns SET status = 'interrupted' WHERE session_id = ? AND "
+                                            "status = 'pending'", session_id)
+            finally:
+                await self._turn_locks.release(session_id)
+        return cut
 
     async def _read_version(self, tx: _PostgresTx) -> int:
         await tx.execute("SELECT pg_advisory_xact_lock(?)", MIGRATION_LOCK)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import aiosqlite
 from bot.store.base import StoreError
 from bot.store.migrations import MIGRATIONS  # noqa: F401  (re-exported: tests and older imports use it here)
 from bot.store.sql import SQLStore
+from bot.store.turnlock import LocalTurnLocks
 
 
 class _SQLiteTx:
@@ -62,6 +63,12 @@ class SQLiteStore(SQLStore):
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self.interrupted_on_open = 0
+        self._turn_locks = LocalTurnLocks()
+
+    def turn_lock(self, session_id: int) -> AbstractAsyncContextManager[None]:
+        """One turn at a time per session. One process owns an SQLite file, so an in-process lock suffices
+        (bot/store/turnlock.py; the PostgreSQL store holds an advisory lock instead)."""
+        return self._turn_locks.hold(session_id)
 
     def describe(self) -> str:
         return self.path

@@ -266,7 +266,7 @@ async def make_dm_bot(point_discord_py: Callable[[DiscordStandIn], None], tmp_pa
     """``await make_dm_bot(provider, **config_sections)``: stand-in + DungeonMasterBot, ready, commands synced."""
     import dataclasses
 
-    from bot.client import DungeonMasterBot
+    from bot.client import make_bot
     from bot.config import Config
 
     made: list[DMHarness] = []
@@ -285,7 +285,7 @@ async def make_dm_bot(point_discord_py: Callable[[DiscordStandIn], None], tmp_pa
         changes["database"] = dataclasses.replace(config.database,
                                                   url=f"sqlite:///{database or tmp_path / 'dm.db'}")
         config = dataclasses.replace(config, **changes)
-        bot = DungeonMasterBot(config, provider=provider, guild_ready_timeout=0.05)
+        bot = make_bot(config, provider=provider, guild_ready_timeout=0.05)  # sharded with discord={"shard_count"…}
         harness = DMHarness(standin, bot, provider, asyncio.create_task(bot.start(TOKEN)))
 
         @bot.listen("on_app_command_completion")

@@ -1,5 +1,10 @@
 """The gateway: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeats, RESUME with replay, op 7 RECONNECT.
 
+Sharding as on Discord: an IDENTIFY with ``shard: [id, count]`` receives only the guilds with
+``(guild_id >> 22) % count == id``, and those guilds' events; an invalid shard closes with 4010, and more than
+2,500 guilds on one connection with 4011 (sharding required). Several sessions may hold the same shard (a
+rolling restart): guild events go to each, an interaction to one of them (see ``delivery``).
+
 Frames are uncompressed JSON text even when the client asks for zlib-stream: discord.py decompresses only
 binary frames and reads text frames as they are. A session outlives its socket so a RESUME can replay what
 was dispatched while the client was away, with the original sequence numbers.
@@ -20,6 +25,8 @@ from .state import StandInState
 HELLO, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, REQUEST_MEMBERS, INVALID_SESSION, HEARTBEAT_ACK = 10, 1, 2, 6, 7, 8, 9, 11
 DISPATCH = 0
 BUFFER = 1000  # dispatches kept per session for RESUME
+INVALID_SHARD, SHARDING_REQUIRED = 4010, 4011
+MAX_GUILDS_PER_SHARD = 2500
 
 
 class Connection:
@@ -70,7 +77,7 @@ class Session:
 
 class Gateway:
     def __init__(self, state: StandInState, *, bot_token: str, url: Callable[[], str],
-                 heartbeat_interval_ms: int, application_flags: int) -> None:
+                 heartbeat_interval_ms: int, application_flags: int, delivery: str = "newest") -> None:
         self.state = state
         self.bot_token = bot_token
         self.url = url
@@ -81,6 +88,9 @@ class Gateway:
         self.identifies = self.resumes = self.heartbeats = self.invalidations = self.replayed = 0
         self.close_codes: list[int | None] = []  # what clients closed with, in order
         self.ready = asyncio.Event()
+        self.delivery = delivery  # "newest" or "round_robin" among the sessions holding a guild
+        self.delivered: dict[int, str] = {}  # interaction id -> session id
+        self._turn = 0
 
     # -- dispatching ---------------------------------------------------------------------------------
     def _live(self) -> list[Session]:
@@ -93,17 +103,24 @@ class Gateway:
         for session in self.sessions.values():
             if intent and not session.intents & intent:
                 continue
-            if guild_id is None or guild_id in session.guild_ids:
-                session.dispatch(event, data)
+            if guild_id in session.guild_ids or guild_id is None and (session.shard is None or session.shard[0] == 0):
+                session.dispatch(event, data)  # events outside guilds (DMs) go to shard 0, as on Discord
 
     def dispatch_one(self, event: str, data: dict[str, Any], guild_id: int | None) -> None:
-        """Events such as INTERACTION_CREATE go to one session: the one whose shard holds the guild."""
-        for session in self._live():
-            if guild_id is None and (session.shard is None or session.shard[0] == 0) \
-                    or guild_id in session.guild_ids:
-                session.dispatch(event, data)
-                return
-        raise RuntimeError("stand-in: no gateway session to dispatch to (has the client connected?)")
+        """Events such as INTERACTION_CREATE go to one session: one whose shard holds the guild (DMs: shard 0).
+        With several (a rolling restart), the newest attached one, or each in turn with "round_robin"."""
+        holders = [s for s in self._live()
+                   if (guild_id is None and (s.shard is None or s.shard[0] == 0)) or guild_id in s.guild_ids]
+        if not holders:
+            raise RuntimeError("stand-in: no gateway session to dispatch to (has the client connected?)")
+        attached = [s for s in holders if s.conn is not None] or holders
+        session = attached[0]
+        if self.delivery == "round_robin":
+            session = attached[self._turn % len(attached)]
+            self._turn += 1
+        session.dispatch(event, data)
+        if "id" in data:
+            self.delivered[int(data["id"])] = session.id
 
     async def reconnect(self, *, resume: bool) -> int:
         """Send op 7 to every attached session; returns how many were asked."""
@@ -148,6 +165,10 @@ class Gateway:
                     if (data or {}).get("token") != self.bot_token:
                         await conn.close(4004)  # authentication failed
                         break
+                    refusal = self._shard_refusal(data)
+                    if refusal:
+                        await conn.close(refusal)
+                        break
                     session = self._identify(conn, data)
                 elif op == RESUME:
                     session = await self._resume(conn, data or {})
@@ -169,6 +190,16 @@ class Gateway:
             self.connections.discard(conn)
             self.state.notify()
         return ws
+
+    def _shard_refusal(self, data: dict[str, Any]) -> int | None:
+        """4010 for a shard that cannot exist, 4011 when one connection would hold too many guilds."""
+        shard = data.get("shard")
+        if shard is not None:
+            if not (isinstance(shard, list) and len(shard) == 2 and all(isinstance(x, int) for x in shard)
+                    and shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+                return INVALID_SHARD
+        held = [g for g in self.state.world.guilds if shard is None or (g >> 22) % shard[1] == shard[0]]
+        return SHARDING_REQUIRED if len(held) > MAX_GUILDS_PER_SHARD else None
 
     def _identify(self, conn: Connection, data: dict[str, Any]) -> Session:
         shard = tuple(data["shard"]) if data.get("shard") else None

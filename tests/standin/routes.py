@@ -14,7 +14,7 @@ def _truthy(value: str | None) -> bool:
 
 
 def build_routes(state: StandInState, *, app_name: str, owner_id: int, application_flags: int,
-                 gateway_url: Callable[[], str]) -> list[Route]:
+                 gateway_url: Callable[[], str], shards: Callable[[], int] = lambda: 1) -> list[Route]:
     world = state.world
     app_id = state.application_id
 
@@ -29,7 +29,7 @@ def build_routes(state: StandInState, *, app_name: str, owner_id: int, applicati
         return 200, {"url": gateway_url()}
 
     async def gateway_bot(ctx: Ctx) -> tuple[int, Any]:
-        return 200, {"url": gateway_url(), "shards": 1, "session_start_limit": {
+        return 200, {"url": gateway_url(), "shards": shards(), "session_start_limit": {
             "total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}}
 
     async def application(ctx: Ctx) -> tuple[int, Any]:

@@ -29,7 +29,8 @@ class DiscordStandIn:
                  ack_deadline: float = 3.0, reject_invalid: bool = True, spec_path: str | None = None,
                  bot_name: str = "Dungeon Master", app_name: str = "Dungeon Master", owner_id: int | None = None,
                  application_flags: int = 0, heartbeat_interval: float = 41.25, host: str = "127.0.0.1",
-                 port: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+                 port: int = 0, clock: Callable[[], float] = time.monotonic,
+                 recommended_shards: int | None = None, interaction_delivery: str = "newest") -> None:
         self.host, self._port = host, port
         self.bot_token = bot_token
         self.limits = limits or Limits()
@@ -42,10 +43,11 @@ class DiscordStandIn:
         self._validator = SpecValidator(Path(spec_path) if spec_path else None, enabled=validate)
         self._gateway = Gateway(self._state, bot_token=bot_token, url=lambda: self.gateway_url,
                                 heartbeat_interval_ms=int(heartbeat_interval * 1000),
-                                application_flags=application_flags)
+                                application_flags=application_flags, delivery=interaction_delivery)
         self._state.emit = self._gateway.broadcast
         routes = build_routes(self._state, app_name=app_name, owner_id=owner_id,
-                              application_flags=application_flags, gateway_url=lambda: self.gateway_url)
+                              application_flags=application_flags, gateway_url=lambda: self.gateway_url,
+                              shards=lambda: recommended_shards or self.recommended_shards)
         self._rest = RestApi(routes=routes, bot_token=bot_token, limiter=RateLimiter(self.limits, clock=clock),
                              validator=self._validator, ratelimit_headers=ratelimit_headers,
                              reject_invalid=reject_invalid, on_change=self._state.notify)
@@ -119,8 +121,9 @@ class DiscordStandIn:
     # -- interactions -------------------------------------------------------------------------------------
     def _defaults(self, guild_id: Any, channel_id: int | None, user_id: int | None) -> tuple[int | None, int, int]:
         world = self._state.world
-        if guild_id is _DEFAULT:
-            guild_id = next(iter(world.guilds), None)
+        if guild_id is _DEFAULT:  # the channel's guild, else the first one
+            guild_id = world.channel_guild.get(channel_id) if channel_id in world.channel_guild \
+                else next(iter(world.guilds), None)
         if user_id is None:
             humans = [m.id for m in world.guilds[guild_id].members if not m.bot] if guild_id else []
             user_id = humans[0] if humans else 100_000_000_000_000_001
@@ -226,6 +229,36 @@ class DiscordStandIn:
                 await self.wait_for(lambda: self._gateway.resumes > resumes, timeout)
             else:
                 await self.wait_for(lambda: self._gateway.identifies > identifies, timeout)
+
+    @property
+    def recommended_shards(self) -> int:
+        """What GET /gateway/bot answers when not set: Discord's rule of thumb, one shard per 1,000 guilds."""
+        return max(1, -(-len(self._state.world.guilds) // 1000))
+
+    def shard_of(self, guild_id: int, shard_count: int) -> int:
+        """Discord's formula: the shard whose connection receives a guild's events."""
+        return (guild_id >> 22) % shard_count
+
+    @property
+    def interaction_delivery(self) -> str:
+        """Which gateway session receives an interaction when several hold its guild's shard (as during a
+        rolling restart): "newest" (the last to identify) or "round_robin" (each in turn, so two bot processes
+        holding one shard both receive a channel's commands)."""
+        return self._gateway.delivery
+
+    @interaction_delivery.setter
+    def interaction_delivery(self, value: str) -> None:
+        if value not in ("newest", "round_robin"):
+            raise ValueError("interaction_delivery is 'newest' or 'round_robin'")
+        self._gateway.delivery = value
+
+    def gateway_shards(self) -> list[tuple[int, int] | None]:
+        """The shard ([id, count], None when unsharded) of each attached gateway session, oldest first."""
+        return [s.shard for s in self._gateway.sessions.values() if s.conn is not None]
+
+    def delivered_to(self, interaction: InteractionHandle) -> str | None:
+        """The id of the gateway session the interaction was dispatched to."""
+        return self._gateway.delivered.get(interaction.id)
 
     @property
     def identifies(self) -> int:

@@ -74,6 +74,21 @@ class SpecValidator:
                 self._validators[key] = Draft202012Validator({"$ref": f"{URI}#{pointer}"}, registry=self._registry)
         return self._validators[key]
 
+    def validate_response(self, method: str, template: str, status: int, body: Any) -> list["Problem"]:
+        """A response body against the operation's documented response schema (for the stand-in's own tests:
+        what it answers must be what Discord documents). [] when it fits or nothing is documented."""
+        if not self.active:
+            return []
+        from jsonschema import Draft202012Validator
+
+        operation = self._spec.get("paths", {}).get(template, {}).get(method.lower(), {})  # type: ignore[union-attr]
+        if "application/json" not in operation.get("responses", {}).get(str(status), {}).get("content", {}):
+            return []
+        pointer = "/".join(["", "paths", _escape(template), method.lower(), "responses", str(status), "content",
+                            _escape("application/json"), "schema"])
+        validator = Draft202012Validator({"$ref": f"{URI}#{pointer}"}, registry=self._registry)
+        return [_problem(_most_specific(e)) for e in validator.iter_errors(body)]
+
     def validate(self, method: str, template: str, body: Any) -> list["Problem"]:
         """Readable errors for ``body`` (the JSON, or a multipart request's payload_json); [] when it fits."""
         if not self.active:

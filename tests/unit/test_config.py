@@ -76,10 +76,27 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
         ("[prices.'my-model']\ninput = -1", "[prices.\"my-model\"] input must be a number of USD per million"),
         ("[prices.'my-model']\ninptu = 1", "[prices.\"my-model\"] inptu is not a known key"),
         ("[llm\nmodel = 'x'", "not valid TOML"),
+        ("[discord]\nshard_ids = [0]", "[discord] shard_ids needs shard_count"),
+        ("[discord]\nshard_count = 2\nshard_ids = [0, 2]", "shard_ids = [0, 2] must be below shard_count = 2"),
+        ("[discord]\nshard_count = 2\nshard_ids = 1", "[discord] shard_ids must be a non-empty list, e.g. [0, 1]"),
+        ("[discord]\nshard_count = 2\nshard_ids = []", "[discord] shard_ids must be a non-empty list"),
+        ("[discord]\nshard_count = 2\nshard_ids = [1, 1]", "[discord] shard_ids = [1, 1] lists a value twice"),
+        ("[discord]\nshard_count = 2\nshard_ids = ['a']", "[discord] shard_ids[0] must be a whole number"),
+        ("[discord]\nshard_count = 0", "[discord] shard_count = 0 is out of range"),
+        ("[limits]\nkey_prefix = 'a b'", "[limits] key_prefix = \"a b\" must be letters, digits"),
     ],
 )
 def test_each_mistake_has_its_one_line_message(tmp_path, text, expected):
     assert expected in error(tmp_path, text)
+
+
+def test_shards_from_the_file_or_the_environment(tmp_path):
+    assert not load(tmp_path, "").discord.sharded, "unset: one unsharded connection, as before"
+    config = load(tmp_path, "[discord]\nshard_count = 4\nshard_ids = [2, 3]")
+    assert config.discord.shard_count == 4 and config.discord.shard_ids == (2, 3)
+    config = load(tmp_path, "", {"DM_DISCORD_SHARD_COUNT": "4", "DM_DISCORD_SHARD_IDS": "[1]"})
+    assert config.discord.sharded and config.discord.shard_ids == (1,)
+    assert load(tmp_path, "[discord]\nshard_count = 3").discord.shard_ids is None  # all three shards
 
 
 def test_environment_overrides_name_their_variable(tmp_path):

@@ -3,25 +3,12 @@ message, the request estimate, and the stepped history window that keeps prompt 
 
 from __future__ import annotations
 
-import socket
-import uuid
-
 import pytest
 
 from bot.dm.guards import ChannelRateLimiter, TokenBudget, estimate_tokens
 from bot.dm.history import sliding_window_start, window_start
 from bot.llm.base import LLMRequest, Message
-
-REDIS = ("127.0.0.1", 6379)
-
-
-def redis_running() -> bool:
-    try:
-        socket.create_connection(REDIS, timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
+from tests.services import REDIS_URL, require, unique
 
 async def check_limiter(limiter: ChannelRateLimiter, channel: str) -> None:
     assert await limiter.acquire(channel) is None
@@ -35,13 +22,38 @@ async def test_rate_limit_in_memory():
     await check_limiter(ChannelRateLimiter(2, "memory://"), "c1")
 
 
-@pytest.mark.skipif(not redis_running(), reason="Redis is not running on 127.0.0.1:6379 (CI's .ci/run starts it)")
 async def test_rate_limit_shared_through_redis():
-    channel = f"test-{uuid.uuid4()}"
-    first, second = ChannelRateLimiter(2, "redis://127.0.0.1:6379"), ChannelRateLimiter(2, "redis://127.0.0.1:6379")
+    require("redis")
+    prefix, channel = unique("dmtest"), "800000000000000010"
+    first = ChannelRateLimiter(2, REDIS_URL, key_prefix=prefix)
+    second = ChannelRateLimiter(2, REDIS_URL, key_prefix=prefix)
     assert await first.acquire(channel) is None
     assert await second.acquire(channel) is None  # another process sees the same count
     assert await first.acquire(channel) is not None
+    assert await ChannelRateLimiter(2, REDIS_URL, key_prefix=unique("dmtest")).acquire(channel) is None, \
+        "another prefix (another bot sharing the Redis) has its own windows"
+
+
+async def test_redis_windows_survive_a_restart_and_turns_and_rolls_count_apart():
+    require("redis")
+    prefix, channel = unique("dmtest"), "800000000000000010"
+    before = ChannelRateLimiter(2, REDIS_URL, key_prefix=prefix)
+    assert await before.acquire(channel) is None and await before.acquire(channel) is None
+    del before
+    after = ChannelRateLimiter(2, REDIS_URL, key_prefix=prefix)  # a new process: nothing in memory
+    wait = await after.acquire(channel)
+    assert wait is not None and 1.0 <= wait <= 60.0
+    rolls = ChannelRateLimiter(2, REDIS_URL, key_prefix=prefix, namespace="player-roll")
+    assert await rolls.acquire(channel) is None, "a channel's rolls have their own window"
+
+
+async def test_unreachable_redis_falls_back_to_this_process(caplog: pytest.LogCaptureFixture):
+    limiter = ChannelRateLimiter(2, "redis://127.0.0.1:9", key_prefix=unique("dmtest"))  # port 9: nothing there
+    assert await limiter.acquire("c") is None
+    assert await limiter.acquire("c") is None
+    assert await limiter.acquire("c") is not None, "the limit still holds, counted in this process"
+    warnings = [r for r in caplog.records if "Redis is unreachable" in r.getMessage()]
+    assert len(warnings) == 1, "one warning per outage, not one per turn"
 
 
 def test_budget_messages_say_used_and_limit():

@@ -197,7 +197,10 @@ async def test_estimated_usage_is_marked_and_totalled(opened):
 
 
 async def test_postgresql_leaves_pending_turns_alone_while_another_process_runs(postgres_url):
-    """Several processes over one database is PostgreSQL's case (SQLite is one process per file)."""
+    """Several processes over one database is PostgreSQL's case (SQLite is one process per file). A turn is
+    pending exactly while its process holds the adventure's turn lock (DMService takes it before storing the
+    action): another process starting meanwhile leaves it alone; once the lock's holder is gone (it died, or
+    stopped), a process that starts marks it interrupted, even with other processes still running."""
     stores = []
 
     async def opened():
@@ -207,15 +210,17 @@ async def test_postgresql_leaves_pending_turns_alone_while_another_process_runs(
 
     first = await opened()  # a running bot process, answering a turn
     session = await first.start_session(HALL, ARIA, "p")
+    answering = first.turn_lock(session.id)
+    await answering.__aenter__()
     await first.begin_turn(session.id, ARIA, "I am being answered")
     second = await opened()  # another shard starts meanwhile
     assert second.interrupted_on_open == 0
     assert [t.status for t in await second.all_turns(session.id)] == ["pending"]
-    await first.close()
-    await second.close()  # every process has stopped (or died): the next one to start is alone
-    third = await opened()
+    await first.close()  # the first process goes away mid-turn: its connections, and its lock, with it
+    third = await opened()  # a process starting while the second still runs
     assert third.interrupted_on_open == 1
     assert [t.status for t in await third.all_turns(session.id)] == ["interrupted"]
+    await second.close()
     await third.close()
 
 
