@@ -29,7 +29,11 @@ test: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -rP -m soak --run-soak tests
 
-bench: $(STAMP)
+$(VENV)/.bench-installed: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench
 
 # When to scale out: SQLite vs PostgreSQL vs two shard processes (needs PostgreSQL and Redis on 127.0.0.1).

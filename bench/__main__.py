@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import cost, pacing, streaming, table, throughput
+from bench import memory as campaign_memory
 from bench.stats import Results, mean
 
 RESULTS = Path(__file__).with_name("results.json")
-ALL = (1, 2, 3, 4, 5, 6)
-DEFAULT = (1, 3, 4, 6)  # 2 and 5 (the older pacing figures) on request: --only 2,5
+MEMORY_PLOT = Path(__file__).with_name("memory.png")
+ALL = (1, 2, 3, 4, 5, 6, 7)
+DEFAULT = (1, 3, 4, 6, 7)  # 2 and 5 (the older pacing figures) on request: --only 2,5
 
 
 def machine() -> dict[str, Any]:
@@ -183,6 +185,30 @@ async def figure_6(r: Results, quick: bool) -> None:
         r.add(f"burst_last_answered_s_{key}", seconds, "s", f"last player's answer complete, {name}")
 
 
+async def figure_7(r: Results, quick: bool) -> None:
+    turns = 60 if quick else campaign_memory.TURNS
+    say(f"figure 7: campaign memory over a scripted {turns}-turn campaign (ours, round 1's window, everything)")
+    runs = await campaign_memory.run(turns)
+    r.section(f"7. Campaign memory: input tokens per turn over a {turns}-turn campaign (Anthropic cache simulated)")
+    for name, run in runs.items():
+        key = name.replace(" ", "")
+        for t in (t for t in campaign_memory.SHOWN_AT if t <= turns):
+            r.add(f"memory_input_tokens_turn_{t}_{key}", run.per_turn[t - 1], "tokens", f"input at turn {t}, {name}")
+        r.add(f"memory_billed_input_per_turn_{key}", mean(run.billed), "tokens",
+              f"billed input per turn (cache simulated), {name}")
+        r.add(f"memory_cache_hit_share_{key}", 100 * run.cache_read / run.raw_input, "%",
+              f"input read from the cache, {name}")
+    ours = runs["ours"]
+    r.add("memory_summary_share", 100 * ours.summary_share, "% of tokens", "summary calls' share of all tokens, ours",
+          target=15)
+    r.add("memory_summaries_written", ours.summaries, "calls", "summary calls, ours")
+    late = ours.per_turn[len(ours.per_turn) // 2:]
+    r.add("memory_max_input_second_half_ours", max(late), "tokens", "largest request in the second half, ours",
+          target=campaign_memory.Config().memory.max_prompt_tokens)
+    problem = campaign_memory.plot(runs, MEMORY_PLOT)
+    say(f"  plot: {problem}" if problem else f"  plot written: {MEMORY_PLOT}")
+
+
 async def main(figures: tuple[int, ...], quick: bool) -> Results:
     results = Results()
     gc.freeze()  # the bench process's own long-lived objects (stand-in, SDKs) stay out of its collections
@@ -198,6 +224,8 @@ async def main(figures: tuple[int, ...], quick: bool) -> Results:
         await figure_5(results, quick, None)  # its own run: figure 1's load differs
     if 6 in figures:
         await figure_6(results, quick)
+    if 7 in figures:
+        await figure_7(results, quick)
     return results
 
 
@@ -206,12 +234,12 @@ def cli() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a small smoke run (about 2 minutes): fewer channels, shorter phases")
     parser.add_argument("--only", metavar="N[,N]",
-                        help="only these figures (1-6), e.g. --only 1,5 (default: 1,3,4,6)")
+                        help="only these figures (1-7), e.g. --only 1,5 (default: 1,3,4,6,7)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS})")
     args = parser.parse_args()
     figures = tuple(int(x) for x in args.only.split(",")) if args.only else DEFAULT
     if not set(figures) <= set(ALL):
-        parser.error("figures are 1 to 6")
+        parser.error("figures are 1 to 7")
     started = time.monotonic()
     info = machine()
     say(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}")

@@ -25,7 +25,7 @@ from typing import Any
 
 import anthropic
 
-import bot.dm.service
+import bot.dm.memory.keeper
 from bench.discord_env import MODEL
 from bench.llm_server import LLMServer, Pace
 from bench.prompt_cache import CACHE_READ_FACTOR, CACHE_WRITE_FACTOR
@@ -97,12 +97,13 @@ def actions(seed: int = 7) -> Iterator[tuple[Player, str]]:
 
 @contextlib.contextmanager
 def naive_history() -> Iterator[None]:
-    saved = bot.dm.service.window_start
-    bot.dm.service.window_start = sliding_window_start  # type: ignore[assignment]
+    """The last 20 actions and answers, moving by one each turn (the memory's window policy swapped out)."""
+    saved = bot.dm.memory.keeper.window_start
+    bot.dm.memory.keeper.window_start = sliding_window_start  # type: ignore[assignment]
     try:
         yield
     finally:
-        bot.dm.service.window_start = saved  # type: ignore[assignment]
+        bot.dm.memory.keeper.window_start = saved  # type: ignore[assignment]
 
 
 async def campaign(llm: LLMServer, *, naive: bool, turns: int = TURNS) -> CampaignCost:
@@ -111,7 +112,9 @@ async def campaign(llm: LLMServer, *, naive: bool, turns: int = TURNS) -> Campai
     config = dataclasses.replace(
         config,
         llm=dataclasses.replace(config.llm, provider="anthropic", model=MODEL["anthropic"], base_url=llm.anthropic_url),
-        limits=dataclasses.replace(config.limits, requests_per_minute=10000, tokens_per_session=10**9))
+        limits=dataclasses.replace(config.limits, requests_per_minute=10000, tokens_per_session=10**9),
+        # figure 6 measures the running summary; here both sides are the plain window, as in round 1
+        memory=dataclasses.replace(config.memory, summaries=False))
     client = anthropic.AsyncAnthropic(api_key=PLACEHOLDER_API_KEY, base_url=llm.anthropic_url, max_retries=0)
     provider = (NoCacheAnthropicProvider if naive else AnthropicProvider)(client, config.llm.model,
                                                                           base_url=llm.anthropic_url)

@@ -66,6 +66,9 @@ def describe(config: Config) -> str:
         f"max_retry_after={retry.max_retry_after_seconds:g}s",
         f"dm:        history_messages={config.dm.history_messages} content_rating={config.dm.content_rating} "
         f"dm_rolls={str(config.dm.dm_rolls).lower()}",
+        f"memory:    summaries={str(config.memory.summaries).lower()} "
+        f"summary_model={config.memory.summary_model or llm.model} summary_max_tokens="
+        f"{config.memory.summary_max_tokens} max_prompt_tokens={config.memory.max_prompt_tokens}",
         "metrics:   " + (f"http://{config.metrics.host}:{config.metrics.port}/metrics and /healthz"
                           if config.metrics.port else "off ([metrics] port unset)"),
         f"caps:      {limits.monthly_tokens_per_server or 'no'} tokens/month per server, "

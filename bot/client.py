@@ -28,7 +28,8 @@ from bot.store.sql import SQLStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.server", "cogs.party")
+EXTENSIONS = ("cogs.sessions", "cogs.actions", "cogs.dice", "cogs.tokens", "cogs.admin", "cogs.server", "cogs.party",
+              "cogs.memory")
 
 # Only what the bot uses: read and post in channels and threads, open an adventure's public thread
 # (/start thread:true), embed links, read history for context.

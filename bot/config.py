@@ -120,6 +120,17 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """Campaign memory (bot/dm/memory): the running summary, and the bound on every narration request."""
+
+    summaries: bool = True
+    # "" = the [llm] model (same provider); a cheaper model is the usual choice
+    summary_model: str = ""
+    summary_max_tokens: int = field(default=600, metadata=_rule(min=100, max=8000))
+    max_prompt_tokens: int = field(default=30000, metadata=_rule(min=2000, max=2_000_000))
+
+
+@dataclass(frozen=True)
 class Secrets:
     """Read from the environment / .env only. ``repr`` never shows a value."""
 
@@ -148,6 +159,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     dm: DMConfig = field(default_factory=DMConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     prices: Mapping[str, Price] = field(default_factory=dict)
     secrets: Secrets = field(default_factory=Secrets)
@@ -166,6 +178,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "database": DatabaseConfig,
     "dm": DMConfig,
+    "memory": MemoryConfig,
     "metrics": MetricsConfig,
 }
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write")

@@ -43,3 +43,33 @@ def scan_fences(text: str, start: int, stop: int, inside: bool, lang: str) -> tu
 
 def safe_cut(p: int, zones: list[tuple[int, int]]) -> bool:
     return all(not (a < p < b) for a, b in zones)
+
+
+def split_text(text: str, limit: int = 2000, *, max_parts: int = 5, note: str = "\n*(trimmed)*") -> list[str]:
+    """Cut ``text`` into messages of at most ``limit`` characters at the best boundary (paragraph, line,
+    sentence, word; never inside a code-fence marker). Past ``max_parts`` messages the last one is trimmed and
+    ends with ``note``. For whole texts known in advance (the streamer splits as it streams)."""
+    parts: list[str] = []
+    rest = text.strip()
+    while rest:
+        if len(rest) <= limit:
+            parts.append(rest)
+            break
+        if len(parts) == max_parts - 1:
+            parts.append(_cut(rest, limit - len(note)).rstrip() + note)
+            break
+        head = _cut(rest, limit)
+        parts.append(head.rstrip())
+        rest = rest[len(head):].strip()
+    return parts
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest head of ``text`` within ``limit`` that ends at the best boundary available."""
+    window = text[:limit]
+    _, _, zones = scan_fences(text, 0, limit, False, "")
+    for rx, fill in BOUNDARIES:
+        ends = [m.end() for m in rx.finditer(window) if m.end() >= limit * fill and safe_cut(m.end(), zones)]
+        if ends:
+            return window[:ends[-1]]
+    return window

@@ -16,6 +16,7 @@ from typing import TextIO
 
 from bot.config import Config
 from bot.dm.dice import DiceError
+from bot.dm.memory import recap_text
 from bot.dm.service import RollRefused
 from bot.dm.events import DMEvent, Done, Failed, Reset, Retrying, RollMade, StateChanged, TextDelta
 from bot.dm.rules.render import sheet
@@ -33,6 +34,9 @@ HELP = """Type what your character does, or a command:
   /party                            every character: HP, AC, conditions
   /combat                           the combat: round, initiative order, HP, whose turn
   /tokens                           what this adventure has used of its budget
+  /recap                            the story so far: summary, pinned facts, last turns
+  /remember <fact>                  pin a fact the DM always keeps in mind (/recap shows the numbers)
+  /forget <number>                  unpin fact number <number>
   /end                              end the adventure (the next /start or line begins a new one)
   /help                             this text
   /quit                             leave (the adventure is kept; play again to continue)"""
@@ -146,6 +150,21 @@ class TerminalPlayer:
             text = f"! {error}"
         self.say(text.replace("**", "").replace("`", ""))
 
+    async def recap(self) -> None:
+        recap = await self.service.memory.recap(CHANNEL)
+        self.say(recap_text(recap, markdown=False) if recap else "No adventure is running.")
+
+    async def remember(self, fact: str) -> None:
+        _, message = await self.service.memory.remember(CHANNEL, self.player, fact)
+        self.say(message)
+
+    async def forget(self, number: str) -> None:
+        if not number.strip().isdigit():
+            self.say("! Say which fact to unpin by its number, e.g. /forget 2 (/recap lists them).")
+            return
+        _, message = await self.service.memory.forget(CHANNEL, self.player, int(number), can_manage=True)
+        self.say(message)
+
     async def begin(self) -> bool:
         view = await self.service.usage(CHANNEL)
         if view is not None:
@@ -180,6 +199,12 @@ class TerminalPlayer:
                 await self.character(args)
             elif command in ("/party", "/combat"):
                 await self.party_view(command[1:])
+            elif command == "/recap":
+                await self.recap()
+            elif command == "/remember":
+                await self.remember(args)
+            elif command == "/forget":
+                await self.forget(args)
             elif command == "/end":
                 _, message = await self.service.end(CHANNEL, self.player, can_manage=True)
                 self.say(message)

@@ -111,7 +111,7 @@ class _LocalWindows:
 def estimate_tokens(request: LLMRequest) -> int:
     """A cheap, deliberately generous estimate of a request's input tokens (about 4 characters a token, plus a
     few tokens of framing per message). Only a pre-check: budgets are charged from the provider's own counts."""
-    chars = len(request.system)
+    chars = len(request.system) + len(request.volatile)
     for message in request.messages:
         chars += len(message.text) + 16
         chars += sum(len(c.name) + len(str(c.arguments)) for c in message.tool_calls)

@@ -15,7 +15,7 @@ from bot.dm.rules import engine, render
 from bot.dm.rules.state import Character, Party
 from bot.dm.rules.text import RuleError
 from bot.dm.tools import RULE_TOOL_NAMES
-from bot.llm.base import Message, ToolCall, ToolResult, ToolSpec
+from bot.llm.base import ToolCall, ToolResult, ToolSpec
 from bot.store.base import Channel, Player, Session, Store
 
 NO_ADVENTURE = "There is no adventure running in this channel. Start one with /start."
@@ -31,20 +31,19 @@ class PartyService:
 
     # -- the DM's side --------------------------------------------------------------------------------------
 
-    async def prepare(self, session: Session, messages: tuple[Message, ...],
-                      tools: tuple[ToolSpec, ...]) -> tuple[tuple[Message, ...], tuple[ToolSpec, ...]]:
-        """The request's messages and tools. With a party (or a combat): the engine's ``[party]`` block last,
-        after everything stable, so the cached prefix stays the same from turn to turn (sheet changes it tells
-        of are then marked as told), and the state tools. Without one, story-only play: the request is as it
-        was before the rules engine (no block, no state tools, no tokens spent on them)."""
+    async def prepare(self, session: Session, tools: tuple[ToolSpec, ...]) -> tuple[str, tuple[ToolSpec, ...]]:
+        """The request's volatile text and tools. With a party (or a combat): the engine's ``[party]`` block, which
+        goes last, after everything stable, so the cached prefix stays the same from turn to turn (sheet changes
+        it tells of are then marked as told), and the state tools. Without one, story-only play: the request is
+        as it was before the rules engine (no block, no state tools, no tokens spent on them)."""
         party = await self.load(session.id)
         block = render.party_block(party)
         if block is None:
-            return messages, tuple(t for t in tools if t.name not in RULE_TOOL_NAMES)
+            return "", tuple(t for t in tools if t.name not in RULE_TOOL_NAMES)
         if party.notes:
             await self.store.change_party_state(
                 session.id, None, lambda data: (replace(Party.from_json(data), notes=()).to_json(), [], None))
-        return (*messages, Message("user", block, volatile=True)), tools
+        return block, tools
 
     async def run_tool(self, session: Session, turn_id: int | None,
                        call: ToolCall) -> tuple[ToolResult, list[StateChanged]]:

@@ -37,7 +37,7 @@ from bot.dm.events import AnswersBatch, Batched, DMEvent, Done, Failed, RollMade
 from bot.dm.party import PartyService
 from bot.dm.tools import RULE_TOOL_NAMES, RULE_TOOLS, RULES_PROMPT
 from bot.dm.guards import CapLimits, ChannelRateLimiter, RetryPolicy, TokenBudget, TurnHold, estimate_tokens
-from bot.dm.history import build_messages, window_start
+from bot.dm.memory import CampaignMemory
 from bot.dm.prompts import ROLL_DICE, system_prompt
 from bot.dm.recorder import TurnRecorder
 from bot.dm.settings import GuildSettings
@@ -124,6 +124,9 @@ class DMService:
         self.batches = ActionBatches()
         self.closing = False  # aclose() began: new commands are refused, writes in flight are waited for
         self._held: dict[str, int] = {}  # channel → session with a roll held for the running turn's end
+        # Campaign memory (bot/dm/memory): what each request holds, the running summary, pins, /recap.
+        self.memory = CampaignMemory(config, store, lambda: self.llm.provider, self.retry, self.budget,
+                                     system=self.system, tools=self.tools)
 
     @property
     def provider(self) -> LLMProvider:
@@ -293,6 +296,7 @@ class DMService:
     async def aclose(self, timeout: float = 5.0) -> None:
         """Refuse new commands and wait for outcome writes still in flight (call before the store closes)."""
         self.closing = True
+        await self.memory.aclose()  # summaries being written stop; their turns stay queued for the next start
         await self.recorder.wait(timeout)
 
     # -- guards ---------------------------------------------------------------------------------------------
@@ -355,20 +359,11 @@ class DMService:
     # -- the turn -------------------------------------------------------------------------------------------
 
     async def _request(self, session: Session, extra: list[Turn]) -> LLMRequest:
-        total = await self.store.count_turns(session.id)
-        start = window_start(total + len(extra), self.config.dm.history_messages)
-        turns = await self.store.turns(session.id, offset=start) if start < total else []
-        turns += extra[max(0, start - total):]
-        # The party's state goes last (it changes every turn), after the stable history; its tools come with it.
-        messages, tools = await self.party.prepare(session, tuple(build_messages(session, turns, omitted=start > 0)),
-                                                   self.tools)
-        return LLMRequest(
-            system=await self.admin.system_prompt(session.guild_id),
-            messages=messages,
-            max_tokens=self.config.llm.max_output_tokens,
-            temperature=self.config.llm.temperature,
-            tools=tools,
-        )
+        """What the model sees is the memory's to decide; the party's state (it changes every turn) goes last, as
+        the request's volatile part after the stable history, and its tools come with it."""
+        block, tools = await self.party.prepare(session, self.tools)
+        return await self.memory.request(session, extra, volatile=block, tools=tools,
+                                         system=await self.admin.system_prompt(session.guild_id))
 
     async def _run_turn(self, session: Session, extra: list[Turn]) -> AsyncIterator[DMEvent]:
         """One DM turn answering the pending player turns ``extra`` (none for the opening), all in one call.
@@ -405,12 +400,23 @@ class DMService:
             return
         rolls: list[RollRecord] = []
         narration: list[str] = []
+        base, shrunk = len(request.messages), False  # messages after ``base`` are this turn's tool rounds
         try:
             for round_no in range(1, MAX_TOOL_ROUNDS + 1):
                 result = CallResult()
-                async with aclosing(self.llm.call(request, result, calls)) as events:
-                    async for event in events:
-                        yield event
+                for _fitting in range(2):
+                    try:
+                        async with aclosing(self.llm.call(request, result, calls)) as events:
+                            async for event in events:
+                                yield event
+                        break
+                    except ProviderError as error:
+                        if error.kind != "context_overflow" or shrunk:
+                            raise
+                        shrunk = True  # "prompt is too long": once per turn, the same turn in a shorter request
+                        smaller = await self.memory.shrunk(session, extra, request)
+                        request = replace(smaller, messages=smaller.messages + request.messages[base:])
+                        base = len(smaller.messages)
                 narration.append(result.text)
                 if not result.tool_calls or round_no == MAX_TOOL_ROUNDS:
                     break
@@ -459,6 +465,7 @@ class DMService:
             yield Failed("unsaved", "This answer could not be saved, so the DM will not remember it; your action "
                                     "is kept. Try again in a moment.")
             return
+        self.memory.after_turn(session)  # the running summary, in the background (never delays the turn)
         yield Done(result.finish)
 
     def _dm_roll(self, call: ToolCall) -> tuple[tuple[RollRecord, dice.RollResult] | None, ToolResult]:

@@ -70,13 +70,14 @@ class AnthropicProvider:
     def request_params(self, request: LLMRequest) -> dict[str, Any]:
         """The keyword arguments of ``messages.create`` for ``request`` (without ``stream``)."""
         params: dict[str, Any] = {
-            "model": self.model,
+            "model": request.model or self.model,
             "max_tokens": request.max_tokens,
-            "messages": to_anthropic_messages(request.messages),
+            "messages": to_anthropic_messages(request.messages, volatile=request.volatile, cache=request.cache),
         }
         if request.system:
             # A breakpoint after the system prompt caches tools + system (tools come first in the prefix).
-            params["system"] = [{"type": "text", "text": request.system, "cache_control": _EPHEMERAL}]
+            params["system"] = [{"type": "text", "text": request.system,
+                                 **({"cache_control": _EPHEMERAL} if request.cache else {})}]
         if request.tools:
             params["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
@@ -174,22 +175,25 @@ def _usage_from(reported: Any, previous: Usage) -> Usage:
     )
 
 
-def to_anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def to_anthropic_messages(
+    messages: tuple[Message, ...], *, volatile: str = "", cache: bool = True
+) -> list[dict[str, Any]]:
     """Neutral messages → Anthropic ``messages``, same-role neighbours merged, cache breakpoint on the last
-    block.
+    block, then the ``volatile`` text (if any) as one more block after the breakpoint: it changes every turn,
+    and a breakpoint after it would cache a prefix the next turn never repeats.
 
     Merging keeps each original text as its own block (rather than joining strings) so that a turn that was
     sent alone last time is still a byte-identical block, and the cache keeps matching. In a user message
     every tool_result block must come before any text, so a merged user message is reordered that way.
     """
     merged: list[dict[str, Any]] = []
-    volatile: set[int] = set()  # ids of the blocks of volatile messages
+    volatile_blocks: set[int] = set()  # ids of the blocks of volatile messages (Message.volatile)
     for message in messages:
         blocks = _blocks(message)
         if not blocks:
             continue  # the API rejects empty content and empty text blocks
         if message.volatile:
-            volatile.update(id(block) for block in blocks)
+            volatile_blocks.update(id(block) for block in blocks)
         if merged and merged[-1]["role"] == message.role:
             merged[-1]["content"].extend(blocks)
         else:
@@ -197,14 +201,21 @@ def to_anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]
     for entry in merged:
         if entry["role"] == "user":
             entry["content"].sort(key=lambda block: block["type"] != "tool_result")  # stable
-    # The next call repeats this whole conversation as its prefix, so it reads it from the cache. The breakpoint
-    # goes on the last block that is not volatile: the party's state at the end changes every turn, and a prefix
-    # that includes it would never be read again.
-    for entry in reversed(merged):
-        stable = [i for i, block in enumerate(entry["content"]) if id(block) not in volatile]
-        if stable:
-            entry["content"][stable[-1]] = {**entry["content"][stable[-1]], "cache_control": _EPHEMERAL}
-            break
+    if cache:
+        # The next call repeats this whole conversation as its prefix, so it reads it from the cache. The
+        # breakpoint goes on the last block that is not volatile: the party's state at the end changes every
+        # turn, and a prefix that includes it would never be read again.
+        for entry in reversed(merged):
+            stable = [i for i, block in enumerate(entry["content"]) if id(block) not in volatile_blocks]
+            if stable:
+                entry["content"][stable[-1]] = {**entry["content"][stable[-1]], "cache_control": _EPHEMERAL}
+                break
+    if volatile:
+        block = {"type": "text", "text": volatile}
+        if merged and merged[-1]["role"] == "user":
+            merged[-1]["content"].append(block)
+        else:
+            merged.append({"role": "user", "content": [block]})
     return merged
 
 

@@ -63,11 +63,20 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class LLMRequest:
+    """One call. ``volatile`` is text that changes every turn (the party's state): providers put it at the very
+    end of the last user message, *after* the prompt-cache breakpoint, so that the stable prefix before it is
+    still read from the cache next turn. ``model`` overrides the provider's model for this call (the running
+    summary may use a cheaper one); ``cache`` False sends no cache breakpoints (a one-off prompt such as a
+    summary would only pay the cache-write premium)."""
+
     system: str
     messages: tuple[Message, ...]
     max_tokens: int
     temperature: float | None = None
     tools: tuple[ToolSpec, ...] = ()
+    volatile: str = ""
+    model: str | None = None
+    cache: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,7 @@ ErrorKind = Literal[
     "bad_request",  # 400, 404, 413, 422: our request is wrong; retrying cannot help
     "auth",  # 401, 403: the key is wrong or lacks permission
     "quota",  # spend limit / insufficient quota: retrying cannot help
+    "context_overflow",  # 400 "prompt is too long": the same request cannot succeed, a shorter one can
 ]
 
 

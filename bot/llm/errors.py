@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,6 +27,26 @@ from bot.llm.base import ProviderError, StreamItem
 # hear that it is a billing matter rather than a rate limit. (OpenAI: code and type ``insufficient_quota``
 # on a 429; Anthropic: ``billing_error`` on a 402.)
 _QUOTA_MARKERS = frozenset({"insufficient_quota", "billing_error", "billing_required"})
+
+# "The prompt is longer than the model's context": Anthropic 400 invalid_request_error "prompt is too long: N
+# tokens > M maximum"; OpenAI 400 code context_length_exceeded; vLLM "maximum context length is N tokens";
+# llama.cpp exceed_context_size_error "exceeds the available context size"; Ollama and others similar words.
+_OVERFLOW_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error", "string_above_max_length"})
+_OVERFLOW_TEXT = re.compile(
+    r"prompt is too long|(?:prompt|input|context|request)\b.{0,40}\btoo (?:long|large|many tokens)"
+    r"|maximum context length|context (?:length|size|window) (?:exceeded|is exceeded)"
+    r"|exceeds? (?:the )?(?:available |maximum |model'?s? )?context|too many tokens",
+    re.IGNORECASE,
+)
+
+
+def is_context_overflow(status: int, error_type: str | None, error_code: str | None, message: str | None) -> bool:
+    """Whether an error answer says the prompt does not fit the model's context (see ``_OVERFLOW_TEXT``)."""
+    if status not in (400, 413, 422):
+        return False
+    if error_code in _OVERFLOW_CODES or error_type in _OVERFLOW_CODES:
+        return True
+    return bool(message and _OVERFLOW_TEXT.search(message[:2000]))
 
 
 def official_or_local_label(official_name: str, official_host: str, base_url: httpx2.URL) -> str:
@@ -89,8 +110,14 @@ def status_error(
     detail: str | None = None,
 ) -> ProviderError:
     """Map an HTTP error answer (status ≥ 400, before any byte of the stream) to a ``ProviderError``.
-    ``detail`` is the server's own message: kept for the log and for recognising a refused parameter."""
+    ``detail`` is the server's own message: kept for the log and for recognising a refused parameter or a
+    context overflow, never shown to players."""
     error = _status_error(label, status, error_type, error_code, parse_retry_after(headers))
+    if is_context_overflow(status, error_type, error_code, detail):
+        error = ProviderError(
+            "context_overflow", f"{label} says the conversation is too long for the model ({status})",
+            retryable=False, status=status,
+        )
     error.detail = detail
     return error
 

@@ -68,8 +68,8 @@ class OpenAIProvider:
     def request_params(self, request: LLMRequest) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for ``request``."""
         params: dict[str, Any] = {
-            "model": self.model,
-            "messages": to_openai_messages(request.system, request.messages),
+            "model": request.model or self.model,
+            "messages": to_openai_messages(request.system, request.messages, volatile=request.volatile),
             "stream": True,
             "stream_options": {"include_usage": True},
             self._max_tokens_field: request.max_tokens,
@@ -194,12 +194,15 @@ def _usage_from(reported: dict[str, Any]) -> Usage:
     return Usage(input_tokens=max(0, prompt - cached), output_tokens=completion, cache_read_tokens=cached)
 
 
-def to_openai_messages(system: str, messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def to_openai_messages(system: str, messages: tuple[Message, ...], *, volatile: str = "") -> list[dict[str, Any]]:
     """System prompt first, then the conversation. Same-role neighbours are merged before conversion: some
     local servers' chat templates refuse two user turns in a row. Tool results become ``role: tool``
     messages placed before the user's text, right after the assistant message that called the tools.
+    ``volatile`` ends the last user message (OpenAI's automatic cache keys on the prefix before it).
     """
     wire: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    if volatile:
+        messages = (*messages, Message("user", volatile))
     for message in _merge_same_role(messages):
         if message.role == "user":
             for result in message.tool_results:

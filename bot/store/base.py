@@ -153,6 +153,28 @@ class CapReached:
     needed: int
 
 
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A fact a player pinned with /remember. ``number`` is stable: it never changes when another is forgotten."""
+
+    id: int
+    session_id: int
+    number: int
+    author: Player
+    text: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryState:
+    """An adventure's running summary and its progress marker: the turns with ``seq <= folded_seq`` are in it."""
+
+    session_id: int
+    text: str
+    folded_seq: int
+    updated_at: float
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Create or migrate the schema, and mark turns left pending by a crash as interrupted."""
@@ -240,3 +262,33 @@ class Store(Protocol):
         (kept with ``turn_id``) are written, and ``value`` returned. Nothing is written if ``apply`` raises."""
 
     async def state_changes(self, session_id: int) -> list[tuple[int | None, str]]: ...
+
+    # -- campaign memory (bot/dm/memory) --------------------------------------------------------------------
+
+    async def count_story_turns(self, session_id: int) -> int:
+        """Complete turns that are actions or answers (rolls excluded): what the memory window counts."""
+
+    async def story_turn_seq(self, session_id: int, index: int) -> int | None:
+        """The ``seq`` of the complete action/answer number ``index`` (0-based), or None past the end."""
+
+    async def turns_after(self, session_id: int, seq: int, limit: int | None = None) -> list[Turn]:
+        """Complete turns with ``seq`` greater than ``seq``, in order (at most ``limit``, the first ones)."""
+
+    async def last_turns(self, session_id: int, count: int) -> list[Turn]:
+        """The last ``count`` complete turns, in order."""
+
+    async def summary(self, session_id: int) -> SummaryState | None: ...
+
+    async def save_summary(self, session_id: int, text: str, folded_seq: int, calls: list[CallRecord]) -> None:
+        """In one transaction: the new summary and its marker, and the calls that wrote it in the ledger."""
+
+    async def charge_calls(self, session_id: int, calls: list[CallRecord]) -> None:
+        """Charge calls that produced nothing to keep (a summary that failed)."""
+
+    async def pins(self, session_id: int) -> list[Pin]: ...
+
+    async def add_pin(self, session_id: int, author: Player, text: str, limit: int) -> Pin | None:
+        """Pin a fact under the next number; None (nothing stored) when ``limit`` pins are already there."""
+
+    async def remove_pin(self, session_id: int, number: int) -> None: ...
+

@@ -163,6 +163,31 @@ MIGRATIONS: list[Migration] = [
         """,
         "CREATE INDEX state_changes_session ON state_changes (session_id, id)",
     ),
+    # 7: campaign memory (issue 14): the running summary with its progress marker, and the players' pinned facts
+    (
+        """
+        CREATE TABLE memory_summaries (
+            session_id  INTEGER NOT NULL PRIMARY KEY REFERENCES sessions (id),
+            text        TEXT NOT NULL,
+            folded_seq  INTEGER NOT NULL,
+            updated_at  REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE memory_pins (
+            id          INTEGER PRIMARY KEY,
+            session_id  INTEGER NOT NULL REFERENCES sessions (id),
+            number      INTEGER NOT NULL,
+            author_id   TEXT NOT NULL,
+            author_name TEXT NOT NULL,
+            text        TEXT NOT NULL,
+            created_at  REAL NOT NULL,
+            removed_at  REAL,
+            UNIQUE (session_id, number)
+        )
+        """,
+        "CREATE INDEX turns_story ON turns (session_id, status, role, seq)",
+    ),
 ]
 
 _PG_TYPES = [

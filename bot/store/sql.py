@@ -41,6 +41,7 @@ from bot.store.base import (
 )
 from bot.store import migrations
 from bot.store.admin_queries import AdminQueries
+from bot.store.memory_queries import MemoryQueries
 from bot.store.tokens import TokenLedger
 from bot.store.party import PartyStates
 
@@ -69,7 +70,7 @@ def turn_from(row: Sequence[Any]) -> Turn:
     return Turn(row[0], row[1], row[2], row[3], author, row[6], row[7], row[8])
 
 
-class SQLStore(TokenLedger, AdminQueries, PartyStates):
+class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
     """Everything but the connection. A backend provides the members below the line."""
 
     dialect: str  # "sqlite" or "postgres" (picks the migrations' statements)

@@ -35,7 +35,8 @@ def private(h, inter):
 async def test_commands_are_registered_once_and_again_only_when_changed(make_dm_bot, tmp_path):
     h = await make_dm_bot(ScriptedProvider())
     names = {c["name"] for c in h.standin.commands()}
-    assert names == {"start", "end", "session", "act", "roll", "tokens", "budget", "config", "usage", "character", "party", "combat"}
+    assert names == {"start", "end", "session", "act", "roll", "tokens", "budget", "config", "usage", "character",
+                     "party", "combat", "recap", "remember", "forget"}
     for command in h.standin.commands():
         assert command["description"]
         for option in command.get("options", []):

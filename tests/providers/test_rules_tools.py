@@ -104,7 +104,7 @@ async def test_the_cached_prefix_of_one_turn_is_the_start_of_the_next(tmp_path):
         [e async for e in service.act(HALL, Player("u1", "Aria"), action)]
     await store.close()
 
-    wires = [to_anthropic_messages(r.messages) for r in provider.requests[1:]]
+    wires = [to_anthropic_messages(r.messages, volatile=r.volatile, cache=r.cache) for r in provider.requests[1:]]
     for before, after in zip(wires, wires[1:]):
         flat_before = [(i, j, b) for i, m in enumerate(before) for j, b in enumerate(m["content"])]
         cut = next(n for n, (_, _, b) in enumerate(flat_before) if "cache_control" in b)

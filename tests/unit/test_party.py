@@ -96,14 +96,14 @@ async def test_the_party_block_comes_last_and_the_stable_part_stays_the_same(mak
     await collect(service.act(HALL, ARIA, "I look around"))
     await collect(service.act(HALL, BRAM, "I listen"))
     first, second = provider.requests[-2], provider.requests[-1]
-    block = first.messages[-1].text
+    block = first.volatile  # after the stable part of the request: what changes every turn
     assert block.startswith("[party]") and block.endswith("[/party]")
     assert '"Thessaly" (played by "Aria", role "rogue"): 12/12 HP, AC 14, initiative +3' in block
     assert "Since the last turn: Aria made a new character: Thessaly." in block  # the DM is told of a sheet change
-    assert "Since the last turn" not in second.messages[-1].text  # once
-    assert first.messages[-2].text.endswith("Aria: I look around")
+    assert "Since the last turn" not in second.volatile  # once
+    assert first.messages[-1].text.endswith("Aria: I look around")
     # The history before the block is the same prefix in the next request: prompt caching keeps working.
-    assert second.messages[:len(first.messages) - 1] == first.messages[:-1]
+    assert second.messages[:len(first.messages)] == first.messages
     assert "[party]" in service.system and "update_character" in service.system
     assert {t.name for t in first.tools} == {t.name for t in service.tools}  # with a party, the state tools too
     assert {t.name for t in service.tools} == {"roll_dice", "update_character", "start_combat", "attack",
@@ -115,7 +115,7 @@ async def test_no_block_and_story_only_play_without_characters(make_service):
     service = make_service(provider)
     await collect(service.start(HALL, ARIA, ""))
     await collect(service.act(HALL, ARIA, "I wander"))
-    assert not any("[party]" in m.text for m in provider.requests[-1].messages)
+    assert not any("[party]" in m.text for m in provider.requests[-1].messages) and not provider.requests[-1].volatile
     assert [t.name for t in provider.requests[-1].tools] == ["roll_dice"]  # as before the rules engine
 
 
@@ -177,7 +177,7 @@ async def test_a_restart_in_the_middle_of_a_combat_keeps_everything(tmp_path):
     await collect(revived.act(HALL, BRAM, "I hold"))  # the combat goes on where it was
     now = await revived.party.view(HALL)
     assert (now.combat.round, now.combat.turn) == ((1, 3) if len(now.combat.order) > 3 else (2, 0))
-    assert "Combat: round 1" in later.requests[0].messages[-1].text  # the DM is shown the combat after a restart
+    assert "Combat: round 1" in later.requests[0].volatile  # the DM is shown the combat after a restart
     await again.close()
 
 

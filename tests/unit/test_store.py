@@ -243,3 +243,30 @@ async def test_admin_settings_and_usage_reports_on_both_backends(opened):
     today = time.time() // 86_400 * 86_400  # this UTC day's midnight
     assert await store.guild_usage_daily("g1", today - 86_400, today + 86_400) == {1: 400}
     assert await store.count_active_sessions() == 1
+
+
+async def test_campaign_memory_tables_on_both_backends(opened):
+    """Issue 14's queries (bot/store/memory_queries.py): the summary and its marker, pins with stable numbers
+    and their limit, the story-turn counts the window is cut from; all of it survives a reopen."""
+    from bot.store.base import RollRecord
+
+    store = await opened()
+    session = await store.start_session(HALL, ARIA, "p")
+    for n in range(3):
+        turn = await store.begin_turn(session.id, ARIA, f"act {n}")
+        await store.complete_turn(session.id, turn, f"answer {n}", [], [])
+        await store.add_roll(HALL, session.id, RollRecord(ARIA, "1d20", 5, "5", None, f"roll {n}"))
+    assert await store.count_story_turns(session.id) == 6
+    second = await store.story_turn_seq(session.id, 1)
+    assert [t.content for t in await store.turns_after(session.id, second)][:2] == ["roll 0", "act 1"]
+    assert [t.content for t in await store.last_turns(session.id, 2)] == ["answer 2", "roll 2"]
+    await store.save_summary(session.id, "KEY FACTS\n- x", second, [CallRecord("fake", "cheap", Usage(50, 10), None)])
+    await store.save_summary(session.id, "KEY FACTS\n- y", second + 3, [])
+    assert [await store.add_pin(session.id, ARIA, f"fact {i}", 2) is not None for i in range(3)] == [True, True, False]
+    await store.remove_pin(session.id, 1)
+    assert (await store.add_pin(session.id, ARIA, "again", 2)).number == 3
+    again = await opened()
+    state = await again.summary(session.id)
+    assert (state.text, state.folded_seq) == ("KEY FACTS\n- y", second + 3)
+    assert [(p.number, p.text) for p in await again.pins(session.id)] == [(2, "fact 1"), (3, "again")]
+    assert (await again.usage_totals(session.id)).usage.total == 60  # the summary call is in the ledger

@@ -36,4 +36,4 @@ async def test_a_fight_in_the_terminal(tmp_path):
     assert "  🩸 Giant Rat takes 3 damage — 4/7 HP" in text
     assert "Giant Rat — 4/7 HP · AC 12" in text  # /combat, without Discord markup
     assert "• Thessaly (aria, half-elf rogue) — 12/12 HP · AC 14 · no conditions" in text  # /party
-    assert "[party]" in provider.requests[1].messages[-1].text
+    assert "[party]" in provider.requests[1].volatile

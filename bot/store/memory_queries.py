@@ -1,0 +1,90 @@
+"""SQL for the campaign memory (issue 14; bot/dm/memory): the running summary with its progress marker, and
+the pinned facts. A mixin of ``SQLStore`` (both backends), kept apart so the turn path stays readable; it uses
+the store's reads (``_rows``), write transactions (``_write``) and usage ledger (``_insert_calls``)."""
+
+from __future__ import annotations
+
+import time
+
+from bot.store.base import CallRecord, Pin, Player, SummaryState, Turn
+
+_TURN_COLUMNS = "id, session_id, seq, role, author_id, author_name, content, status, created_at"
+
+
+def _turn(row) -> Turn:
+    author = Player(row[4], row[5]) if row[4] is not None else None
+    return Turn(row[0], row[1], row[2], row[3], author, row[6], row[7], row[8])
+
+
+class MemoryQueries:
+    """Needs ``_rows``, ``_write()`` and ``_insert_calls`` from ``SQLStore``."""
+
+    async def count_story_turns(self, session_id: int) -> int:
+        rows = await self._rows(
+            "SELECT COUNT(*) FROM turns WHERE session_id = ? AND status = 'complete' AND role <> 'roll'", session_id)
+        return int(rows[0][0])
+
+    async def story_turn_seq(self, session_id: int, index: int) -> int | None:
+        rows = await self._rows(
+            "SELECT seq FROM turns WHERE session_id = ? AND status = 'complete' AND role <> 'roll'"
+            " ORDER BY seq LIMIT 1 OFFSET ?", session_id, index)
+        return rows[0][0] if rows else None
+
+    async def turns_after(self, session_id: int, seq: int, limit: int | None = None) -> list[Turn]:
+        sql = (f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ? AND status = 'complete' AND seq > ?"
+               " ORDER BY seq")
+        rows = await (self._rows(sql, session_id, seq) if limit is None
+                      else self._rows(sql + " LIMIT ?", session_id, seq, limit))
+        return [_turn(row) for row in rows]
+
+    async def last_turns(self, session_id: int, count: int) -> list[Turn]:
+        rows = await self._rows(
+            f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ? AND status = 'complete'"
+            " ORDER BY seq DESC LIMIT ?", session_id, count)
+        return [_turn(row) for row in reversed(rows)]
+
+    async def summary(self, session_id: int) -> SummaryState | None:
+        rows = await self._rows(
+            "SELECT session_id, text, folded_seq, updated_at FROM memory_summaries WHERE session_id = ?", session_id)
+        return SummaryState(*rows[0]) if rows else None
+
+    async def save_summary(self, session_id: int, text: str, folded_seq: int, calls: list[CallRecord]) -> None:
+        async with self._write() as tx:
+            await tx.execute(
+                "INSERT INTO memory_summaries (session_id, text, folded_seq, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET text = excluded.text, folded_seq = excluded.folded_seq,"
+                " updated_at = excluded.updated_at",
+                session_id, text, folded_seq, time.time())
+            await self._insert_calls(tx, session_id, None, calls)
+
+    async def charge_calls(self, session_id: int, calls: list[CallRecord]) -> None:
+        if calls:
+            async with self._write() as tx:
+                await self._insert_calls(tx, session_id, None, calls)
+
+    async def pins(self, session_id: int) -> list[Pin]:
+        rows = await self._rows(
+            "SELECT id, session_id, number, author_id, author_name, text, created_at FROM memory_pins"
+            " WHERE session_id = ? AND removed_at IS NULL ORDER BY number", session_id)
+        return [Pin(r[0], r[1], r[2], Player(r[3], r[4]), r[5], r[6]) for r in rows]
+
+    async def add_pin(self, session_id: int, author: Player, text: str, limit: int) -> Pin | None:
+        now = time.time()
+        async with self._write() as tx:  # count and insert in one transaction: two /remember never pass 25
+            await self._lock_session(tx, session_id)
+            active = await tx.value(
+                "SELECT COUNT(*) FROM memory_pins WHERE session_id = ? AND removed_at IS NULL", session_id)
+            if int(active) >= limit:
+                return None
+            number = await tx.value(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM memory_pins WHERE session_id = ?", session_id)
+            pin_id = await tx.value(
+                "INSERT INTO memory_pins (session_id, number, author_id, author_name, text, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id", session_id, number, author.id, author.name, text, now)
+        return Pin(pin_id, session_id, int(number), author, text, now)
+
+    async def remove_pin(self, session_id: int, number: int) -> None:
+        async with self._write() as tx:
+            await tx.execute(
+                "UPDATE memory_pins SET removed_at = ? WHERE session_id = ? AND number = ? AND removed_at IS NULL",
+                time.time(), session_id, number)
