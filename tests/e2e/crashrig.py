@@ -35,6 +35,11 @@ RIG_SETTINGS = """
 [dm]
 dm_rolls = false
 
+[memory]
+# The audit counts the actions in the model's requests; a summary call (its own background request, which
+# quotes the turns it folds) would count as a second sending. Summaries are tested in tests/unit/test_memory.py.
+summaries = false
+
 [limits]
 requests_per_minute = 1000
 """
