@@ -27,7 +27,7 @@ from typing import Any
 
 from tests.discord.conftest import APP_ID, BOT_ID, TOKEN, guild_spec
 from tests.e2e.botproc import config_text, interrupt
-from tests.e2e.faultkit import CURSOR, INTERRUPTED, seen, turns, usage_rows
+from tests.e2e.faultkit import CURSOR, INTERRUPTED, seen, settled, turns, usage_rows
 from tests.standin import DiscordStandIn, Limits
 
 # The DM rolls nothing (one model call per turn keeps the ledger audit exact); a roomy rate limit.
@@ -151,13 +151,7 @@ class CrashRig:
         return await self.finished(inter, timeout)
 
     async def finished(self, inter: Any, timeout: float = 30.0) -> list[Any]:
-        def done() -> list[Any] | None:
-            shown = seen(self.standin, inter)
-            if shown and not any(m.loading or m.content.endswith(CURSOR) for m in shown):
-                return shown
-            return None
-
-        return await self.standin.wait_for(done, timeout)
+        return await self.standin.wait_for(lambda: settled(self.standin, inter), timeout)
 
     def shown_complete(self, turn: Turn) -> str | None:
         """The answer text if the channel shows this turn as finished (no thinking…, no cursor, no note)."""

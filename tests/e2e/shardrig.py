@@ -20,7 +20,7 @@ from typing import Any
 
 from tests.discord.conftest import APP_ID, BOT_ID, GUILD, PLAYER, TOKEN
 from tests.e2e.botproc import interrupt
-from tests.e2e.faultkit import CURSOR, seen
+from tests.e2e.faultkit import settled
 from tests.services import REDIS_URL, unique
 from tests.standin import DiscordStandIn, Limits
 
@@ -182,13 +182,7 @@ class ShardRig:
         return await self.standin.invoke(name, options, channel_id=channel, user_id=PLAYER, **extra)
 
     async def finished(self, inter: Any, timeout: float = 30.0) -> list[Any]:
-        def done() -> list[Any] | None:
-            shown = seen(self.standin, inter)
-            if shown and not any(m.loading or m.content.endswith(CURSOR) for m in shown):
-                return shown
-            return None
-
-        return await self.standin.wait_for(done, timeout)
+        return await self.standin.wait_for(lambda: settled(self.standin, inter), timeout)
 
     async def command(self, name: str, options: dict[str, Any], channel: int, timeout: float = 30.0,
                       **extra: Any) -> str:
