@@ -22,27 +22,28 @@ from bot.store.sqlite import SQLiteStore
 async def fill(store: SQLiteStore, calls: int, month: MonthWindow) -> None:
     rng = random.Random(1)
     channels = 20
-    async with store._write() as db:
-        for c in range(channels):
-            await db.execute("INSERT INTO sessions (id, guild_id, channel_id, started_by_id, started_by_name, premise,"
+    turns, usage = [], []
+    seq = [0] * channels
+    for i in range(calls):
+        c = i % channels
+        when = month.start + (month.now - month.start) * i / calls
+        player = f"p{rng.randrange(50)}"
+        for role, author in (("player", player), ("roll", player), ("dm", None)):
+            seq[c] += 1
+            turns.append((len(turns) + 1, c + 1, seq[c], role, author, author and author.upper(), "x",
+                          "complete", when))
+        usage.append((c + 1, len(turns), "fake", "m", 900, 120, 0, 0, 0.004, when))
+
+    async def write(tx) -> None:
+        await tx.executemany("INSERT INTO sessions (id, guild_id, channel_id, started_by_id, started_by_name, premise,"
                              " status, created_at) VALUES (?, 'g', ?, 'p0', 'P0', '', 'active', ?)",
-                             (c + 1, f"c{c}", month.start))
-        turns, usage = [], []
-        seq = [0] * channels
-        for i in range(calls):
-            c = i % channels
-            when = month.start + (month.now - month.start) * i / calls
-            player = f"p{rng.randrange(50)}"
-            for role, author in (("player", player), ("roll", player), ("dm", None)):
-                seq[c] += 1
-                turns.append((len(turns) + 1, c + 1, seq[c], role, author, author and author.upper(), "x",
-                              "complete", when))
-            usage.append((c + 1, len(turns), "fake", "m", 900, 120, 0, 0, 0.004, when))
-        await db.executemany("INSERT INTO turns (id, session_id, seq, role, author_id, author_name, content, status,"
+                             [(c + 1, f"c{c}", month.start) for c in range(channels)])
+        await tx.executemany("INSERT INTO turns (id, session_id, seq, role, author_id, author_name, content, status,"
                              " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", turns)
-        await db.executemany("INSERT INTO usage (session_id, turn_id, provider, model, input_tokens, output_tokens,"
+        await tx.executemany("INSERT INTO usage (session_id, turn_id, provider, model, input_tokens, output_tokens,"
                              " cache_read_tokens, cache_write_tokens, cost_usd, created_at)"
                              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", usage)
+    await store._transaction(write)
 
 
 async def main() -> None:

@@ -66,29 +66,14 @@ class AdminStore(Protocol):
 
 class AdminQueries:
     """Per-server settings and usage reports, in SQL common to SQLite and PostgreSQL (``?`` placeholders, no
-    dialect-only functions). Two hooks reach the connection: on a store with ``_rows(sql, *args)`` and a
-    ``_write()`` whose transaction has ``execute(sql, *args)`` (the shared SQLite/PostgreSQL store body) they
-    use those; otherwise aiosqlite's ``db.execute_fetchall(sql, params)`` and ``_write()`` yielding the
-    connection (this branch's SQLiteStore)."""
-
-    async def _admin_rows(self: Any, sql: str, args: tuple) -> Any:
-        if hasattr(self, "_rows"):
-            return await self._rows(sql, *args)
-        return await self.db.execute_fetchall(sql, args)
-
-    async def _admin_write(self: Any, sql: str, args: tuple) -> None:
-        async with self._write() as tx:
-            if hasattr(self, "_rows"):
-                await tx.execute(sql, *args)
-            else:
-                await tx.execute(sql, args)
+    dialect-only functions), over the shared store's ``_rows`` and ``_execute`` (bot/store/sql.py)."""
 
     # -- per-server settings --------------------------------------------------------------------------------
 
     async def guild_settings(self: Any, guild_id: str) -> dict[str, Any]:
         """The server's stored overrides (only the settings it set; {} when none)."""
-        rows = await self._admin_rows(
-            f"SELECT {', '.join(SETTING_COLUMNS)} FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        rows = await self._rows(
+            f"SELECT {', '.join(SETTING_COLUMNS)} FROM guild_settings WHERE guild_id = ?", guild_id)
         if not rows:
             return {}
         return {name: value for name, value in zip(SETTING_COLUMNS, rows[0]) if value is not None}
@@ -101,37 +86,37 @@ class AdminQueries:
         if not changes:
             return
         names = list(changes)
-        await self._admin_write(
+        await self._execute(
             f"INSERT INTO guild_settings (guild_id, {', '.join(names)}, updated_at, updated_by_id)"
             f" VALUES (?, {', '.join('?' for _ in names)}, ?, ?) ON CONFLICT (guild_id) DO UPDATE SET "
             + ", ".join(f"{n} = excluded.{n}" for n in names)
             + ", updated_at = excluded.updated_at, updated_by_id = excluded.updated_by_id",
-            (guild_id, *(changes[n] for n in names), time.time(), by_id),
+            guild_id, *(changes[n] for n in names), time.time(), by_id,
         )
 
     # -- usage reports --------------------------------------------------------------------------------------
 
     async def guild_usage_total(self: Any, guild_id: str, since: float, until: float) -> SpendLine:
-        rows = await self._admin_rows(f"SELECT {_SUMS} {_FROM}", (guild_id, since, until))
+        rows = await self._rows(f"SELECT {_SUMS} {_FROM}", guild_id, since, until)
         return _line(guild_id, "total", rows[0])
 
     async def guild_usage_by_channel(self: Any, guild_id: str, since: float, until: float,
                                      limit: int = 10) -> list[SpendLine]:
-        rows = await self._admin_rows(
+        rows = await self._rows(
             f"SELECT s.channel_id, {_SUMS} {_FROM} GROUP BY s.channel_id ORDER BY 2 DESC, s.channel_id LIMIT ?",
-            (guild_id, since, until, limit))
+            guild_id, since, until, limit)
         return [_line(row[0], row[0], row[1:]) for row in rows]
 
     async def guild_usage_by_player(self: Any, guild_id: str, since: float, until: float,
                                     limit: int = 10) -> list[SpendLine]:
-        rows = await self._admin_rows(
+        rows = await self._rows(
             f"SELECT player_id, MAX(player_name), SUM(tokens), SUM(cost), SUM(unknown), COUNT(*) FROM ("
             " SELECT COALESCE(p.author_id, s.started_by_id) AS player_id,"
             " COALESCE(p.author_name, s.started_by_name) AS player_name,"
             f" {_TOKENS} AS tokens, COALESCE(u.cost_usd, 0) AS cost,"
             f" CASE WHEN u.cost_usd IS NULL THEN 1 ELSE 0 END AS unknown {_JOINS} {_PLAYER_JOIN} {_WHERE}"
             ") AS charged GROUP BY player_id ORDER BY 3 DESC, player_id LIMIT ?",
-            (guild_id, since, until, limit))
+            guild_id, since, until, limit)
         return [_line(row[0], row[1], row[2:]) for row in rows]
 
     async def guild_usage_daily(self: Any, guild_id: str, since: float, until: float) -> dict[int, int]:
@@ -143,10 +128,10 @@ class AdminQueries:
         columns = ", ".join(f"COALESCE(SUM(CASE WHEN u.created_at >= ? AND u.created_at < ? THEN {_TOKENS} END), 0)"
                             for _ in range(days))
         bounds = [edge for day in range(days) for edge in (since + day * DAY, since + (day + 1) * DAY)]
-        rows = await self._admin_rows(f"SELECT {columns} {_FROM}", (*bounds, guild_id, since, until))
+        rows = await self._rows(f"SELECT {columns} {_FROM}", *bounds, guild_id, since, until)
         return {day: int(tokens) for day, tokens in enumerate(rows[0]) if int(tokens)}
 
     async def count_active_sessions(self: Any) -> int:
         """Adventures running now, in every server (a metric)."""
-        rows = await self._admin_rows("SELECT COUNT(*) FROM sessions WHERE status = 'active'", ())
+        rows = await self._rows("SELECT COUNT(*) FROM sessions WHERE status = 'active'")
         return rows[0][0]

@@ -1,12 +1,16 @@
 """SQL for the campaign memory (issue 14; bot/dm/memory): the running summary with its progress marker, and
 the pinned facts. A mixin of ``SQLStore`` (both backends), kept apart so the turn path stays readable; it uses
-the store's reads (``_rows``), write transactions (``_write``) and usage ledger (``_insert_calls``)."""
+the store's reads (``_rows``), write transactions (``_transaction``) and usage ledger (``_insert_calls``)."""
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from bot.store.base import CallRecord, Pin, Player, SummaryState, Turn
+
+if TYPE_CHECKING:
+    from bot.store.sql import Tx
 
 _TURN_COLUMNS = "id, session_id, seq, role, author_id, author_name, content, status, created_at"
 
@@ -17,7 +21,7 @@ def _turn(row) -> Turn:
 
 
 class MemoryQueries:
-    """Needs ``_rows``, ``_write()`` and ``_insert_calls`` from ``SQLStore``."""
+    """Needs ``_rows``, ``_transaction``, ``_execute`` and ``_insert_calls`` from ``SQLStore``."""
 
     async def count_story_turns(self, session_id: int) -> int:
         rows = await self._rows(
@@ -49,18 +53,18 @@ class MemoryQueries:
         return SummaryState(*rows[0]) if rows else None
 
     async def save_summary(self, session_id: int, text: str, folded_seq: int, calls: list[CallRecord]) -> None:
-        async with self._write() as tx:
+        async def write(tx: Tx) -> None:
             await tx.execute(
                 "INSERT INTO memory_summaries (session_id, text, folded_seq, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (session_id) DO UPDATE SET text = excluded.text, folded_seq = excluded.folded_seq,"
                 " updated_at = excluded.updated_at",
                 session_id, text, folded_seq, time.time())
             await self._insert_calls(tx, session_id, None, calls)
+        await self._transaction(write)
 
     async def charge_calls(self, session_id: int, calls: list[CallRecord]) -> None:
         if calls:
-            async with self._write() as tx:
-                await self._insert_calls(tx, session_id, None, calls)
+            await self._transaction(lambda tx: self._insert_calls(tx, session_id, None, calls))
 
     async def pins(self, session_id: int) -> list[Pin]:
         rows = await self._rows(
@@ -70,7 +74,8 @@ class MemoryQueries:
 
     async def add_pin(self, session_id: int, author: Player, text: str, limit: int) -> Pin | None:
         now = time.time()
-        async with self._write() as tx:  # count and insert in one transaction: two /remember never pass 25
+
+        async def write(tx: Tx) -> Pin | None:  # count and insert in one transaction: two /remember never pass 25
             await self._lock_session(tx, session_id)
             active = await tx.value(
                 "SELECT COUNT(*) FROM memory_pins WHERE session_id = ? AND removed_at IS NULL", session_id)
@@ -81,10 +86,10 @@ class MemoryQueries:
             pin_id = await tx.value(
                 "INSERT INTO memory_pins (session_id, number, author_id, author_name, text, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) RETURNING id", session_id, number, author.id, author.name, text, now)
-        return Pin(pin_id, session_id, int(number), author, text, now)
+            return Pin(pin_id, session_id, int(number), author, text, now)
+        return await self._transaction(write)
 
     async def remove_pin(self, session_id: int, number: int) -> None:
-        async with self._write() as tx:
-            await tx.execute(
-                "UPDATE memory_pins SET removed_at = ? WHERE session_id = ? AND number = ? AND removed_at IS NULL",
-                time.time(), session_id, number)
+        await self._execute(
+            "UPDATE memory_pins SET removed_at = ? WHERE session_id = ? AND number = ? AND removed_at IS NULL",
+            time.time(), session_id, number)

@@ -29,7 +29,7 @@ class PartyStates:
         """Read, change and write the party's document in one transaction, with the lines of the change.
         ``apply`` (pure, quick) gets the stored document and returns the new one, the lines to keep with the
         turn, and a value handed back; if it raises, nothing is written."""
-        async with self._write() as tx:  # type: ignore[attr-defined]
+        async def write(tx: Tx) -> T:
             await self._lock_session(tx, session_id)  # type: ignore[attr-defined]
             rows = await tx.rows("SELECT data FROM party_state WHERE session_id = ?", session_id)
             data, lines, value = apply(rows[0][0] if rows else None)
@@ -42,7 +42,8 @@ class PartyStates:
                 await tx.executemany(
                     "INSERT INTO state_changes (session_id, turn_id, line, created_at) VALUES (?, ?, ?, ?)",
                     [(session_id, turn_id, line, now) for line in lines])
-        return value
+            return value
+        return await self._transaction(write)  # type: ignore[attr-defined]
 
     async def state_changes(self, session_id: int) -> list[tuple[int | None, str]]:
         """Every change the engine made in the session, oldest first: (the turn it was made in, its line)."""

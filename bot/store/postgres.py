@@ -21,10 +21,10 @@ and ``dungeon-master check`` print ``mask_url(url)``.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -36,6 +36,7 @@ from bot.store.turnlock import AdvisoryTurnLocks
 MIGRATION_LOCK = 0x444D_0001
 PROCESS_LOCK = 0x444D_0002
 _PLACEHOLDER = re.compile(r"'[^']*'|\?")
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=512)
@@ -183,9 +184,8 @@ class PostgresStore(SQLStore):
             if not await self._turn_locks.try_hold(session_id):
                 continue  # a live process is answering it
             try:
-                async with self._write() as tx:
-                    cut += await tx.execute("UPDATE turns SET status = 'interrupted' WHERE session_id = ? AND "
-                                            "status = 'pending'", session_id)
+                cut += await self._execute("UPDATE turns SET status = 'interrupted' WHERE session_id = ? AND "
+                                           "status = 'pending'", session_id)
             finally:
                 await self._turn_locks.release(session_id)
         return cut
@@ -204,7 +204,12 @@ class PostgresStore(SQLStore):
         return await self.pool.fetch(numbered(sql), *args)
 
     @asynccontextmanager
-    async def _write(self, *, single: bool = False) -> AsyncIterator[_PostgresTx]:
-        """One transaction on one pooled connection: all of it is committed, or none of it."""
+    async def _write(self) -> AsyncIterator[_PostgresTx]:
+        """One transaction on one pooled connection: all of it is committed, or none of it (PostgreSQL only;
+        the shared store writes through ``_transaction``)."""
         async with self.pool.acquire() as conn, conn.transaction():
             yield _PostgresTx(conn)
+
+    async def _transaction(self, body: Callable[[_PostgresTx], Awaitable[T]]) -> T:
+        async with self._write() as tx:
+            return await body(tx)

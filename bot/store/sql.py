@@ -12,8 +12,11 @@ two copies would drift. The SQL here is the common subset of both dialects:
 Adding a table and a method to both backends:
   1. append a migration to ``MIGRATIONS`` in bot/store/migrations.py (SQLite types; see there);
   2. write the method once, here or in a mixin module like bot/store/tokens.py: reads with
-     ``await self._rows(sql, *args)``, writes inside ``async with self._write() as tx:`` with ``tx.execute``
-     (returns the rows affected), ``tx.rows``, ``tx.value`` and ``tx.executemany``. Lock a session's row with
+     ``await self._rows(sql, *args)``; a write is a body ``async def write(tx): ...`` run by
+     ``await self._transaction(write)`` (one statement: ``await self._execute(sql, *args)``). The body awaits
+     only ``tx.execute`` (returns the rows affected), ``tx.rows``, ``tx.value`` and ``tx.executemany`` (and
+     helpers that do only that): on SQLite the whole body runs as one job on the database's thread, so it must
+     not wait for anything else (bot/store/sqlite.py). Lock a session's row with
      ``await self._lock_session(tx, id)`` before writing its turns (PostgreSQL's writers run in parallel);
   3. add it to the ``Store`` protocol (bot/store/base.py); tests/unit/test_store.py's ``store`` fixture runs on
      both backends, and ``migrate-db`` copies the new table by itself (in foreign-key order).
@@ -22,9 +25,8 @@ Adding a table and a method to both backends:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from bot.llm.base import Usage
 from bot.store.base import (
@@ -50,10 +52,11 @@ SESSION_COLUMNS = (
     "id, guild_id, channel_id, started_by_id, started_by_name, premise, status, created_at, ended_at, token_limit"
 )
 TURN_COLUMNS = "id, session_id, seq, role, author_id, author_name, content, status, created_at"
+T = TypeVar("T")
 
 
 class Tx(Protocol):
-    """One open write transaction (or, for ``_write(single=True)`` on SQLite, one statement)."""
+    """One open write transaction."""
 
     async def execute(self, sql: str, *args: Any) -> int: ...
     async def rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]: ...
@@ -79,20 +82,25 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
     interrupted_on_open = 0
     empty_note = "not created yet: the first start creates it"  # what `check` says of a database not made yet
 
-    def _write(self, *, single: bool = False) -> AbstractAsyncContextManager[Tx]: ...  # all or nothing
+    async def _transaction(self, body: Callable[[Tx], Awaitable[T]]) -> T: ...  # all of it or none of it
     async def _rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]: ...  # a read outside transactions
     async def _connect(self) -> None: ...
     async def _disconnect(self) -> None: ...
     async def _read_version(self, tx: Tx) -> int: ...  # inside a write transaction, locked against others
     async def _write_version(self, tx: Tx, version: int) -> None: ...
 
+    async def _execute(self, sql: str, *args: Any) -> int:
+        """One statement as a transaction of its own; the rows it affected."""
+        return await self._transaction(lambda tx: tx.execute(sql, *args))
+
     async def _interrupt_pending(self) -> int:
         """Mark the actions left pending by a stop as interrupted (how many) and held rolls as complete.
         (PostgreSQL does it only when no other bot process is up: their pending turns are still being answered.)"""
-        async with self._write() as tx:
+        async def write(tx: Tx) -> int:
             # held rolls were made and shown: they stay in the story; a player's action cut by the stop does not
             await tx.execute("UPDATE turns SET status = 'complete' WHERE status = 'pending' AND role = 'roll'")
             return await tx.execute("UPDATE turns SET status = 'interrupted' WHERE status = 'pending'")
+        return await self._transaction(write)
 
     def describe(self) -> str:
         """Where the data lives, with no password (for errors and logs)."""
@@ -137,20 +145,24 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
 
     async def _migrate(self) -> None:
         newest = len(migrations.MIGRATIONS)
-        while True:
-            async with self._write() as tx:
-                version = await self._read_version(tx)
-                if version > newest:
-                    raise self._newer(version)
-                if version == newest:
-                    return
-                for statement in migrations.statements(migrations.MIGRATIONS[version], self.dialect):
-                    await tx.execute(statement)
-                await self._write_version(tx, version + 1)
+
+        async def step(tx: Tx) -> bool:
+            """Apply the next migration; False when there is none."""
+            version = await self._read_version(tx)
+            if version > newest:
+                raise self._newer(version)
+            if version == newest:
+                return False
+            for statement in migrations.statements(migrations.MIGRATIONS[version], self.dialect):
+                await tx.execute(statement)
+            await self._write_version(tx, version + 1)
+            return True
+
+        while await self._transaction(step):
+            pass
 
     async def schema_version(self) -> int:
-        async with self._write() as tx:
-            return await self._read_version(tx)
+        return await self._transaction(self._read_version)
 
     async def _lock_session(self, tx: Tx, session_id: int) -> None:
         """Serialize the writers of one session's turns (their seq is MAX(seq) + 1)."""
@@ -162,12 +174,10 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
     async def start_session(self, channel: Channel, starter: Player, premise: str) -> Session:
         now = time.time()
         try:
-            async with self._write() as tx:
-                session_id = await tx.value(
-                    "INSERT INTO sessions (guild_id, channel_id, started_by_id, started_by_name, premise, status,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, 'active', ?) RETURNING id",
-                    channel.guild_id, channel.channel_id, starter.id, starter.name, premise, now,
-                )
+            session_id = await self._transaction(lambda tx: tx.value(
+                "INSERT INTO sessions (guild_id, channel_id, started_by_id, started_by_name, premise, status,"
+                " created_at) VALUES (?, ?, ?, ?, ?, 'active', ?) RETURNING id",
+                channel.guild_id, channel.channel_id, starter.id, starter.name, premise, now))
         except self.integrity_errors:
             raise SessionExists(channel.channel_id) from None
         return Session(session_id, channel.guild_id, channel.channel_id, starter, premise, "active", now)
@@ -178,14 +188,12 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
         return session_from(rows[0]) if rows else None
 
     async def end_session(self, session_id: int, ended_by: Player) -> None:
-        async with self._write() as tx:
-            await tx.execute(
-                "UPDATE sessions SET status = 'ended', ended_at = ?, ended_by_id = ? WHERE id = ? AND status = 'active'",
-                time.time(), ended_by.id, session_id)
+        await self._execute(
+            "UPDATE sessions SET status = 'ended', ended_at = ?, ended_by_id = ? WHERE id = ? AND status = 'active'",
+            time.time(), ended_by.id, session_id)
 
     async def set_token_limit(self, session_id: int, limit: int | None) -> None:
-        async with self._write() as tx:
-            await tx.execute("UPDATE sessions SET token_limit = ? WHERE id = ?", limit, session_id)
+        await self._execute("UPDATE sessions SET token_limit = ? WHERE id = ?", limit, session_id)
 
     # -- turns ------------------------------------------------------------------------------------------------
 
@@ -226,10 +234,10 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
         )
 
     async def begin_turn(self, session_id: int, player: Player, text: str) -> int:
-        # single: on SQLite one statement is a transaction on its own (no BEGIN/COMMIT round trips).
-        async with self._write(single=not self.for_update) as tx:
+        async def write(tx: Tx) -> int:
             await self._lock_session(tx, session_id)
             return await self._insert_turn(tx, session_id, "player", player, text, "pending")
+        return await self._transaction(write)
 
     async def complete_turn(
         self,
@@ -239,7 +247,7 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
         calls: list[CallRecord],
         rolls: list[RollRecord],
     ) -> int:
-        async with self._write() as tx:
+        async def write(tx: Tx) -> int:
             await self._lock_session(tx, session_id)
             for turn_id in turn_ids(player_turn_id):  # one action, or a batch's
                 await tx.execute("UPDATE turns SET status = 'complete' WHERE id = ?", turn_id)
@@ -247,7 +255,8 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
             dm_turn_id = await self._insert_turn(tx, session_id, "dm", None, dm_text, "complete")
             await self._insert_calls(tx, session_id, dm_turn_id, calls)
             await self._release_held_rolls(tx, session_id)
-        return dm_turn_id
+            return dm_turn_id
+        return await self._transaction(write)
 
     async def fail_turn(
         self, session_id: int, player_turn_id: int | Sequence[int] | None, calls: list[CallRecord], *,
@@ -255,13 +264,14 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
     ) -> None:
         status = "interrupted" if interrupted else "failed"
         ids = turn_ids(player_turn_id)
-        async with self._write() as tx:
+        async def write(tx: Tx) -> None:
             await self._lock_session(tx, session_id)
             for turn_id in ids:
                 await tx.execute("UPDATE turns SET status = ? WHERE id = ?", status, turn_id)
             await self._insert_rolls(tx, session_id, rolls, status)  # shown, so kept: made, not in the story
             await self._insert_calls(tx, session_id, ids[0] if ids else None, calls)
             await self._release_held_rolls(tx, session_id)
+        await self._transaction(write)
 
     async def _insert_rolls(self, tx: Tx, session_id: int, rolls: Sequence[RollRecord], status: str) -> None:
         for roll in rolls:
@@ -270,8 +280,8 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
 
     async def add_roll(self, channel: Channel, session_id: int | None, roll: RollRecord, *,
                        held: bool = False) -> bool:
-        async with self._write() as tx:
-            turn_id = None
+        async def write(tx: Tx) -> bool:
+            turn_id, in_session = None, session_id
             if session_id is not None:
                 await self._lock_session(tx, session_id)
                 # Only into an adventure still running: a roll racing /end is kept, outside the story.
@@ -279,14 +289,16 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
                     turn_id = await self._insert_turn(tx, session_id, "roll", roll.roller, roll.summary,
                                                       "pending" if held else "complete")
                 else:
-                    session_id = None
-            await self._insert_roll(tx, channel, session_id, turn_id, roll)
-        return turn_id is not None
+                    in_session = None
+            await self._insert_roll(tx, channel, in_session, turn_id, roll)
+            return turn_id is not None
+        return await self._transaction(write)
 
     async def release_held_rolls(self, session_id: int) -> None:
-        async with self._write() as tx:
+        async def write(tx: Tx) -> None:
             await self._lock_session(tx, session_id)
             await self._release_held_rolls(tx, session_id)
+        await self._transaction(write)
 
     @staticmethod
     async def _release_held_rolls(tx: Tx, session_id: int) -> None:
@@ -340,8 +352,7 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
         return rows[0][0] if rows else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self._write() as tx:
-            await tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                key, value)
+        await self._execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key, value)
 

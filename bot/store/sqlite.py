@@ -2,14 +2,20 @@
 
 Only the connection lives here; the store's methods are shared with PostgreSQL (``bot.store.sql``).
 
-One connection serves the whole process. aiosqlite runs its statements one at a time on its own thread, but
-coroutines could still interleave statements *inside* each other's transactions, so every write transaction
-holds ``_write_lock``. ``BEGIN IMMEDIATE`` takes SQLite's write lock at the start, so two processes on one
-file wait for each other (``busy_timeout``) instead of failing half-way.
+One connection serves the whole process, and aiosqlite runs everything on it one job at a time on its own
+thread. Each write transaction is ONE of those jobs (``_transaction``): BEGIN IMMEDIATE, the body's statements
+and COMMIT run back to back on that thread, so transactions can never interleave and no asyncio lock is needed.
+Why not a lock around statement-by-statement awaits (round 1's design): each statement is then a round trip
+through the event loop while the lock is held, and with hundreds of channels streaming a loop pass is long, so
+the lock's throughput was set by the loop rather than by SQLite (0.1 ms of SQL per turn, seconds of queueing at
+200 channels; bench/README.md). Now a write costs one round trip, like a read.
 
-Every statement is a round trip to that thread and back through the event loop, which takes a while when the
-loop is busy (hundreds of channels streaming): reads take one trip (``execute_fetchall``), and the write lock is
-held for as few trips as possible.
+The bodies are written once for both backends as coroutines over a ``Tx``. Here the ``Tx`` runs each statement
+synchronously, so a body never suspends and is driven to its end inside the job (``_run_to_end``); a body that
+awaited anything else would be a bug, and fails loudly instead of blocking the thread.
+
+``BEGIN IMMEDIATE`` takes SQLite's write lock at the start, so two processes on one file wait for each other
+(``busy_timeout``) instead of failing half-way.
 
 ``PRAGMA user_version`` records the schema version (it is part of the file's header, so it commits or rolls
 back with the migration's transaction).
@@ -19,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -32,25 +38,54 @@ from bot.store.sql import SQLStore
 from bot.store.turnlock import LocalTurnLocks
 
 
-class _SQLiteTx:
-    __slots__ = ("db",)
+T = TypeVar("T")
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self.db = db
+
+class _ThreadTx:
+    """A write transaction's statements, run at once on aiosqlite's thread (inside the job). The methods are
+    coroutines only so that a body is written once for both backends: they never suspend."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
-        cursor = await self.db.execute(sql, args)
-        return cursor.rowcount
+        return self.conn.execute(sql, args).rowcount
 
     async def rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]:
-        return await self.db.execute_fetchall(sql, args)
+        return self.conn.execute(sql, args).fetchall()
 
     async def value(self, sql: str, *args: Any) -> Any:
-        rows = await self.db.execute_fetchall(sql, args)
-        return rows[0][0] if rows else None
+        row = self.conn.execute(sql, args).fetchone()
+        return row[0] if row else None
 
     async def executemany(self, sql: str, args: list[tuple[Any, ...]]) -> None:
-        await self.db.executemany(sql, args)
+        self.conn.executemany(sql, args)
+
+
+def _run_to_end(body: Coroutine[Any, Any, T]) -> T:
+    """Run a transaction body that never suspends (it only awaits its ``_ThreadTx``) to its end, here."""
+    try:
+        body.send(None)
+    except StopIteration as done:
+        return done.value
+    body.close()
+    raise RuntimeError("a write transaction awaited something other than its own statements; a body may only "
+                       "await its tx (bot/store/sql.py)")
+
+
+def _transact(conn: sqlite3.Connection, body: Callable[[Any], Awaitable[T]]) -> T:
+    """The job on aiosqlite's thread: the whole transaction, committed whole or rolled back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = _run_to_end(body(_ThreadTx(conn)))  # type: ignore[arg-type]
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 class SQLiteStore(SQLStore):
@@ -61,7 +96,6 @@ class SQLiteStore(SQLStore):
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms  # how long a write waits for another process's transaction
         self._db: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
         self.interrupted_on_open = 0
         self._turn_locks = LocalTurnLocks()
 
@@ -123,27 +157,18 @@ class SQLiteStore(SQLStore):
             await self._db.close()
             self._db = None
 
-    async def _read_version(self, tx: _SQLiteTx) -> int:
+    async def _read_version(self, tx: _ThreadTx) -> int:
         return int(await tx.value("PRAGMA user_version"))
 
-    async def _write_version(self, tx: _SQLiteTx, version: int) -> None:
+    async def _write_version(self, tx: _ThreadTx, version: int) -> None:
         await tx.execute(f"PRAGMA user_version = {int(version)}")
 
     async def _rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]:
         return await self.db.execute_fetchall(sql, args)
 
-    @asynccontextmanager
-    async def _write(self, *, single: bool = False) -> AsyncIterator[_SQLiteTx]:
-        """One write transaction: all of it is committed, or none of it. ``single``: the caller runs one
-        statement, which SQLite makes a transaction by itself (two round trips fewer)."""
-        async with self._write_lock:
-            if single:
-                yield _SQLiteTx(self.db)
-                return
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SQLiteTx(self.db)
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            await self.db.execute("COMMIT")
+    async def _transaction(self, body: Callable[[Any], Awaitable[T]]) -> T:
+        """``body``'s statements as one transaction, run as one job on aiosqlite's thread (see the module's
+        docstring). Once handed to the thread it runs to its end even if the caller is cancelled meanwhile."""
+        db = self.db
+        # aiosqlite's own way of running a function on its thread (every statement it runs goes through it).
+        return await db._execute(_transact, db._conn, body)

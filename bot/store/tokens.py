@@ -38,12 +38,14 @@ class TokenLedger:
         """Hold ``tokens`` more against ``caps``; ``adding_to``: grow that hold (a turn's next tool round)
         instead of making a new one. Returns the (grown) hold, or the first cap that has no room."""
         counters = sorted({cap.counter for cap in caps if cap.counter})
-        async with self._write() as tx:  # type: ignore[attr-defined]
+
+        async def write(tx: Tx) -> Reservation | CapReached:
             await self._lock_session(tx, session_id)  # type: ignore[attr-defined]
             await self._expire_stale(tx, now)
-            if adding_to is not None and not await tx.rows(
-                    f"SELECT id FROM token_reservations WHERE id = ?{self.for_update}", adding_to.id):
-                adding_to = None  # it went stale meanwhile (and was charged): hold anew
+            growing = adding_to
+            if growing is not None and not await tx.rows(
+                    f"SELECT id FROM token_reservations WHERE id = ?{self.for_update}", growing.id):
+                growing = None  # it went stale meanwhile (and was charged): hold anew
             used: dict[str | None, int] = {}
             for key in counters:
                 # one statement creates the counter if new and, on PostgreSQL, locks its row (DO UPDATE does)
@@ -60,22 +62,25 @@ class TokenLedger:
             for cap in caps:
                 if cap.limit and used[cap.counter] + tokens > cap.limit:
                     return CapReached(cap, used[cap.counter], tokens)
-            if adding_to is not None:
-                await tx.execute("UPDATE token_reservations SET tokens = tokens + ? WHERE id = ?", tokens, adding_to.id)
+            if growing is not None:
+                await tx.execute("UPDATE token_reservations SET tokens = tokens + ? WHERE id = ?", tokens, growing.id)
                 await self._add_to_counters(tx, counters, reserved=tokens)
-                return Reservation(adding_to.id, adding_to.tokens + tokens)
+                return Reservation(growing.id, growing.tokens + tokens)
             reservation_id = await tx.value(
                 "INSERT INTO token_reservations (session_id, tokens, counter_keys, created_at) VALUES (?, ?, ?, ?)"
                 " RETURNING id", session_id, tokens, _SEP.join(counters), now)
             await self._add_to_counters(tx, counters, reserved=tokens)
-        return Reservation(int(reservation_id), tokens)
+            return Reservation(int(reservation_id), tokens)
+
+        return await self._transaction(write)  # type: ignore[attr-defined]
 
     async def settle_reservation(self, reservation: Reservation, used_tokens: int) -> None:
-        async with self._write() as tx:  # type: ignore[attr-defined]
+        async def write(tx: Tx) -> None:
             rows = await tx.rows("DELETE FROM token_reservations WHERE id = ? RETURNING tokens, counter_keys",
                                  reservation.id)
             if rows:  # else it was already taken as spent (stale)
                 await self._add_to_counters(tx, _keys(rows[0][1]), reserved=-int(rows[0][0]), used=used_tokens)
+        await self._transaction(write)  # type: ignore[attr-defined]
 
     async def counter_used(self, key: str) -> tuple[int, int]:
         """(charged, held) on one counter; (0, 0) for one never used."""

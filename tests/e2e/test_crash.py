@@ -126,7 +126,10 @@ async def test_a_stop_mid_answer_ends_the_turn_cleanly(rig, provider, stop):
     await r.standin.wait_for(lambda: any(m.content.startswith("[") for m in seen(r.standin, turn.inter)))
 
     r.proc.send_signal(getattr(signal, stop))
-    assert await asyncio.wait_for(r.proc.wait(), 30) == 0
+    try:
+        assert await asyncio.wait_for(r.proc.wait(), 30) == 0
+    except TimeoutError:  # say where the stop hung: the bot's own log
+        pytest.fail(f"the bot did not stop within 30 s of {stop}; its log ends:\n{r.log(1)[-4000:]}")
     log = r.log(1)
     assert "Traceback" not in log, log[-3000:]
 

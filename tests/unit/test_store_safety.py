@@ -14,8 +14,7 @@ ARIA = Player("u1", "Aria")
 
 
 async def _set_version(store, version: int) -> None:
-    async with store._write() as tx:
-        await store._write_version(tx, version)
+    await store._transaction(lambda tx: store._write_version(tx, version))
 
 
 async def test_a_database_from_a_newer_bot_is_refused_with_one_line(opened, database_url):
