@@ -279,6 +279,9 @@ class Store(Protocol):
 
     async def summary(self, session_id: int) -> SummaryState | None: ...
 
+    async def story_context(self, session_id: int) -> tuple[SummaryState | None, list[Turn], list[Pin]]:
+        """The summary, the complete turns after it (all of them when there is none) and the pins, in one read."""
+
     async def save_summary(self, session_id: int, text: str, folded_seq: int, calls: list[CallRecord]) -> None:
         """In one transaction: the new summary and its marker, and the calls that wrote it in the ledger."""
 

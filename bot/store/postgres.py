@@ -213,3 +213,7 @@ class PostgresStore(SQLStore):
     async def _transaction(self, body: Callable[[_PostgresTx], Awaitable[T]]) -> T:
         async with self._write() as tx:
             return await body(tx)
+
+    async def _read(self, body: Callable[[_PostgresTx], Awaitable[T]]) -> T:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            return await body(_PostgresTx(conn))

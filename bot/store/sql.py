@@ -12,7 +12,8 @@ two copies would drift. The SQL here is the common subset of both dialects:
 Adding a table and a method to both backends:
   1. append a migration to ``MIGRATIONS`` in bot/store/migrations.py (SQLite types; see there);
   2. write the method once, here or in a mixin module like bot/store/tokens.py: reads with
-     ``await self._rows(sql, *args)``; a write is a body ``async def write(tx): ...`` run by
+     ``await self._rows(sql, *args)`` (several that belong together: a body run by ``await self._read(body)``,
+     one snapshot and one round trip); a write is a body ``async def write(tx): ...`` run by
      ``await self._transaction(write)`` (one statement: ``await self._execute(sql, *args)``). The body awaits
      only ``tx.execute`` (returns the rows affected), ``tx.rows``, ``tx.value`` and ``tx.executemany`` (and
      helpers that do only that): on SQLite the whole body runs as one job on the database's thread, so it must
@@ -83,6 +84,7 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
     empty_note = "not created yet: the first start creates it"  # what `check` says of a database not made yet
 
     async def _transaction(self, body: Callable[[Tx], Awaitable[T]]) -> T: ...  # all of it or none of it
+    async def _read(self, body: Callable[[Tx], Awaitable[T]]) -> T: ...  # several reads in one snapshot
     async def _rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]: ...  # a read outside transactions
     async def _connect(self) -> None: ...
     async def _disconnect(self) -> None: ...

@@ -75,9 +75,9 @@ def _run_to_end(body: Coroutine[Any, Any, T]) -> T:
                        "await its tx (bot/store/sql.py)")
 
 
-def _transact(conn: sqlite3.Connection, body: Callable[[Any], Awaitable[T]]) -> T:
+def _transact(conn: sqlite3.Connection, body: Callable[[Any], Awaitable[T]], begin: str = "BEGIN IMMEDIATE") -> T:
     """The job on aiosqlite's thread: the whole transaction, committed whole or rolled back."""
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(begin)
     try:
         result = _run_to_end(body(_ThreadTx(conn)))  # type: ignore[arg-type]
         conn.execute("COMMIT")
@@ -172,3 +172,8 @@ class SQLiteStore(SQLStore):
         db = self.db
         # aiosqlite's own way of running a function on its thread (every statement it runs goes through it).
         return await db._execute(_transact, db._conn, body)
+
+    async def _read(self, body: Callable[[Any], Awaitable[T]]) -> T:
+        """Several reads as one job, in one snapshot (a deferred transaction takes no write lock)."""
+        db = self.db
+        return await db._execute(_transact, db._conn, body, "BEGIN")

@@ -270,3 +270,10 @@ async def test_campaign_memory_tables_on_both_backends(opened):
     assert (state.text, state.folded_seq) == ("KEY FACTS\n- y", second + 3)
     assert [(p.number, p.text) for p in await again.pins(session.id)] == [(2, "fact 1"), (3, "again")]
     assert (await again.usage_totals(session.id)).usage.total == 60  # the summary call is in the ledger
+    # What a narration request reads, in one snapshot: the summary, the turns it has not folded, the pins.
+    state, turns, pins = await again.story_context(session.id)
+    assert state.folded_seq == second + 3
+    assert turns == await again.turns_after(session.id, second + 3) and turns[0].seq == second + 4
+    assert [p.number for p in pins] == [2, 3]
+    fresh = await again.start_session(Channel("g1", "elsewhere"), ARIA, "p")
+    assert await again.story_context(fresh.id) == (None, [], [])

@@ -88,15 +88,15 @@ class CampaignMemory:
         store, sid = self.store, session.id
         summary_text, start_seq = "", 0
         if self.memory.summaries:
-            state = await store.summary(sid)
+            state, turns, pins = await store.story_context(sid)  # one read: it stands before the LLM request
             if state is not None:
                 summary_text, start_seq = clean_summary(state.text), state.folded_seq
         else:  # round 1's window, counting units: the verbatim turns start where the window starts
             total = await store.count_story_turns(sid) + sum(t.role != "roll" for t in extra)
             first = window_start(total, self.config.dm.history_messages)
             start_seq = (await store.story_turn_seq(sid, first - 1) or 0) if first else 0
-        turns = await store.turns_after(sid, start_seq)
-        pins = await store.pins(sid)
+            turns = await store.turns_after(sid, start_seq)
+            pins = await store.pins(sid)
         return Parts(system, tools, session, summary_text, pins, units_of(turns + extra),
                      omitted=start_seq > 0, max_tokens=self.config.llm.max_output_tokens,
                      temperature=self.config.llm.temperature, volatile=volatile)
