@@ -57,7 +57,7 @@ T = TypeVar("T")
 
 
 class Tx(Protocol):
-    """One open write transaction."""
+    """One open transaction: the only way a body (``_transaction``, ``_read``) reaches the database."""
 
     async def execute(self, sql: str, *args: Any) -> int: ...
     async def rows(self, sql: str, *args: Any) -> Sequence[Sequence[Any]]: ...

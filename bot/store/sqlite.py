@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 
 class _ThreadTx:
-    """A write transaction's statements, run at once on aiosqlite's thread (inside the job). The methods are
+    """A transaction's statements, run at once on aiosqlite's thread (inside the job). The methods are
     coroutines only so that a body is written once for both backends: they never suspend."""
 
     __slots__ = ("conn",)
@@ -71,7 +71,7 @@ def _run_to_end(body: Coroutine[Any, Any, T]) -> T:
     except StopIteration as done:
         return done.value
     body.close()
-    raise RuntimeError("a write transaction awaited something other than its own statements; a body may only "
+    raise RuntimeError("a store transaction awaited something other than its own statements; a body may only "
                        "await its tx (bot/store/sql.py)")
 
 
