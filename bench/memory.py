@@ -141,15 +141,15 @@ def _config(variant: str) -> Config:
 def _round1_requests(service: DMService) -> None:
     """Round 1's request builder: the last ``history_messages`` turns (rolls included), nothing else."""
 
-    async def request(session, extra, *, volatile="", system=None):
+    async def request(session, extra, *, volatile="", system=None, tools=None):
         store, size = service.store, service.config.dm.history_messages
         total = await store.count_turns(session.id)
         start = window_start(total + len(extra), size)
         turns = await store.turns(session.id, offset=start) if start < total else []
         turns += extra[max(0, start - total):]
         return LLMRequest(system or service.system, tuple(build_messages(session, turns, omitted=start > 0)),
-                          service.config.llm.max_output_tokens, service.config.llm.temperature, service.tools,
-                          volatile=volatile)
+                          service.config.llm.max_output_tokens, service.config.llm.temperature,
+                          service.tools if tools is None else tools, volatile=volatile)
 
     service.memory.request = request  # type: ignore[method-assign]
 

@@ -104,7 +104,9 @@ class DungeonMasterBot(commands.Bot):
         self.store: SQLStore | None = None
         self.dm: DMService | None = None
         self.turns_in_flight: set[asyncio.Task[object]] = set()  # DM turns being shown (bot/discord_turn.py)
-        self.trackers = CombatTrackers(config.discord.edit_interval_seconds)  # one live message per combat
+        self.trackers = CombatTrackers(  # one live message per combat, paced like the narration
+            config.discord.edit_interval_seconds, pacer=self.ratelimits,
+            min_edit_interval=config.discord.min_edit_interval_seconds)
         self.stopping = False
         self.tree.on_error = self.on_app_command_error
 

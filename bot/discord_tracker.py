@@ -3,8 +3,10 @@ conditions and whose turn it is, edited in place on every change until the comba
 
 Pacing, retries and the 2000-character limit are the MessageStreamer's (one owner): each tracker is a
 streamer over a ``ChannelMessageSink``, whose "original message" is a plain channel message posted on the first
-edit. A change replaces the streamer's whole text (``reset`` + ``feed``), so a burst of changes costs one edit
-per interval, showing the latest state.
+edit. Its edits are paced by the channel's rate-limit bucket as Discord reports it (the book every narration
+shares, bot/discord_pacing.py; ``edit_interval_seconds`` while nothing is known). A change replaces the
+streamer's whole text (``reset`` + ``feed``), so a burst of changes costs one edit per step of that pace,
+showing the latest state.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import discord
 
+from bot.discord_pacing import RateLimitBook
 from bot.discord_sink import SentMessage, _mapped
 from bot.discord_stream import MessageStreamer
 from bot.dm.rules.render import tracker_final, tracker_text
@@ -35,6 +38,14 @@ class ChannelMessageSink:
         self.channel = channel
         self.message = message
         self.on_posted = on_posted
+
+    def route(self, op: str, kind: str, ref: SentMessage | None) -> tuple[str, str]:
+        """(method, path) of a call: the rate-limit bucket it falls in, the channel's (bot/discord_pacing.py)."""
+        method = {"send": "POST", "edit": "PATCH", "delete": "DELETE"}[op]
+        message = self.message if ref is None else ref.message
+        if message is None or op == "send":
+            return "POST", f"/channels/{self.channel.id}/messages"
+        return method, f"/channels/{self.channel.id}/messages/{message.id}"
 
     async def edit_original(self, content: str) -> None:
         if self.message is None:
@@ -69,10 +80,12 @@ class CombatTrackers:
     """The live tracker of each channel with a combat running. With a store, each tracker's message id is kept
     (meta ``tracker:<channel>``), so after a restart the combat's next change edits the same message."""
 
-    def __init__(self, edit_interval: float, store: Any = None, clock: Clock | None = None) -> None:
-        self.edit_interval = edit_interval
+    def __init__(self, edit_interval: float, store: Any = None, clock: Clock | None = None,
+                 pacer: RateLimitBook | None = None, min_edit_interval: float = 0.25) -> None:
+        self.edit_interval, self.min_edit_interval = edit_interval, min_edit_interval
         self.store = store
         self.clock = clock
+        self.pacer = pacer  # the bucket state Discord reports, shared with the narration's messages
         self._live: dict[int, MessageStreamer] = {}
         self._closing: set[asyncio.Task[Any]] = set()
 
@@ -96,7 +109,8 @@ class CombatTrackers:
             saved = await self._saved(channel)
             if saved is not None or party.combat is not None:
                 streamer = MessageStreamer(ChannelMessageSink(channel, saved, self._remember(channel.id)),
-                                           edit_interval=self.edit_interval, clock=self.clock, cursor="")
+                                           edit_interval=self.edit_interval, clock=self.clock, cursor="",
+                                           min_edit_interval=self.min_edit_interval, pacer=self.pacer)
                 self._live[channel.id] = streamer
         if party.combat is None:
             if streamer is None:
