@@ -8,18 +8,9 @@ import asyncio
 import pytest
 
 from bot.store.base import Channel, Player
-from bot.store.sqlite import SQLiteStore
 
 HALL = Channel("g1", "hall")
 ARIA = Player("u1", "Aria")
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = SQLiteStore(str(tmp_path / "dm.db"))
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def test_a_body_that_waits_for_anything_but_its_statements_is_refused_and_leaves_nothing(store):
