@@ -25,6 +25,7 @@ from bot.metrics import BotMetrics
 from bot.metrics_server import MetricsServer
 from bot.store import StoreError, store_for
 from bot.store.sql import SQLStore
+from bot.stop_signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,12 @@ class DungeonMasterBot(commands.Bot):
             config.discord.edit_interval_seconds, pacer=self.ratelimits,
             min_edit_interval=config.discord.min_edit_interval_seconds)
         self.stopping = False
+        self.handle_signals = False  # `dungeon-master run`: SIGTERM/SIGINT stop it in order (bot/stop_signals.py)
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
+        if self.handle_signals:  # runs in discord.py's main task: the one whose cancellation runs close()
+            stop_on_signals(asyncio.current_task(), lambda: self.stopping)
         self.store = store_for(self.config.database.url)
         await self.store.open()
         self.trackers.store = self.store  # a tracker's message survives a restart
@@ -229,11 +233,14 @@ def make_bot(config: Config, **options: object) -> DungeonMasterBot:
 def run_bot(config: Config) -> int:
     point_at(config)
     bot = make_bot(config)
-    # `docker stop` sends SIGTERM, which would end Python on the spot: make it a Ctrl-C, which asyncio turns into
-    # an orderly close (turns in flight end cleanly, the store closes).
+    bot.handle_signals = True
+    # Until setup_hook installs the loop's handlers: `docker stop` sends SIGTERM, which would end Python on the
+    # spot; make it a Ctrl-C, which asyncio turns into an orderly close.
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         bot.run(config.secrets.discord_token, log_handler=None)
+    except asyncio.CancelledError:  # how a stop signal ends the main task (bot/stop_signals.py): an orderly stop
+        return 0
     except discord.LoginFailure:
         # One line, not a traceback (which would bypass the log's secret filter on its way to stderr).
         print("dungeon-master: Discord refused DISCORD_TOKEN (401). Copy the token again from the Developer "
