@@ -3,6 +3,8 @@
 It owns edit pacing (per message and per Discord rate-limit bucket, never global), splitting at the 2000-character limit (code fences closed and
 reopened), resets before retries, visible failure endings, and the fallback to plain channel messages when the
 15-minute interaction token dies. It never imports discord: it talks to a ``MessageSink`` (bot/discord_sink.py).
+What it does when Discord says no (retries, rate limits, the token's expiry, a channel it may not post in) is
+its mixin ``StreamFaults`` (bot/discord_stream_faults.py); one message's state is a ``_Msg`` (bot/stream_message.py).
 
 Shape: ``feed``/``reset``/``checkpoint`` only change in-memory text and wake one background flusher task. The
 flusher owns every Discord call (so one call at a time per streamer) and brings Discord in line with the text:
@@ -20,48 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 from bot.discord_pacing import RateLimitBook, Route
-from bot.message_sink import Clock, MessageRef, MessageSink, MissingAccess, MonotonicClock, RateLimitedError, TokenExpired
+from bot.discord_stream_faults import StreamFaults
+from bot.message_sink import Clock, MessageSink, MonotonicClock
 from bot.message_text import BOUNDARIES, FENCE, safe_cut, scan_fences
+from bot.stream_message import CHANNEL, FOLLOWUP, ORIGINAL, _Msg
 
 log = logging.getLogger(__name__)
 
 PLACEHOLDER = "…"  # Discord rejects empty content
 _CLOSE_RESERVE = 4  # room kept in every message for an added "\n```"
-MAX_ATTEMPTS = 4  # one call plus three retries for transient errors (5xx, network)
-MAX_RATE_LIMITED = 20  # consecutive RateLimitedErrors on one message before we stop waiting for it
-MAX_GIVE_UPS = 3  # messages abandoned after errors before the streamer stops calling Discord at all
 
 
-ORIGINAL, FOLLOWUP, CHANNEL = "original", "followup", "channel"
-
-
-@dataclass(eq=False)
-class _Msg:
-    kind: str  # ORIGINAL / FOLLOWUP (both die with the token) or CHANNEL (bot token)
-    start: int  # offset in the text where this message's span begins
-    inside: bool = False  # a code fence is open at `start` (so we reopen it)
-    lang: str = ""
-    end: int | None = None  # where the span was split off; None while it is the open, growing message
-    ref: MessageRef = None
-    created: bool = False
-    shown: str | None = None  # what Discord shows (None: nothing of ours yet)
-    shown_end: int = 0  # text offset the shown content reaches
-    frozen: bool = False  # can no longer be edited (token died, or we gave up on it)
-    dropped: bool = False  # removed by reset(); to be deleted
-    last_start: float = float("-inf")  # clock time the last call for this message started
-    hold_until: float = float("-inf")  # no call before this (backoff after an error, Retry-After)
-    failures: int = 0
-    limited: int = 0
-
-    @property
-    def prefix(self) -> str:
-        return f"{FENCE}{self.lang}\n" if self.inside else ""
-
-
-class MessageStreamer:
+class MessageStreamer(StreamFaults):
     def __init__(self, sink: MessageSink, *, edit_interval: float = 1.0, clock: Clock | None = None,
                  token_expires_at: float | None = None, limit: int = 2000, cursor: str = " ▌",
                  blocked_note: str | None = None, min_edit_interval: float = 0.25,
@@ -378,44 +352,6 @@ class MessageStreamer:
         if m.dropped and op == "send":  # reset() dropped it while the send was in flight
             self._deletes.append(m)
 
-    async def _on_error(self, m: _Msg, op: str, e: Exception) -> None:
-        self.error_count += 1
-        now = self._clock.now()
-        if isinstance(e, TokenExpired) and m.kind != CHANNEL:
-            self._token_dead = True
-            if op == "delete":
-                self._deletes.remove(m)
-                log.warning("token expired: a dropped follow-up stays visible")
-            await self._expire(can_edit=False)
-        elif isinstance(e, MissingAccess) and m.kind == CHANNEL:
-            self.blocked_reason = f"missing access: {e}"  # looping would only earn invalid-request strikes
-            log.warning("cannot post in this channel: %s", e)
-            await self._tell_blocked()
-        elif isinstance(e, RateLimitedError):
-            m.limited += 1
-            m.hold_until = max(m.hold_until, now + e.retry_after)  # the retry then carries the latest text
-            if m.limited > MAX_RATE_LIMITED:
-                self._give_up(m, op, e)
-        elif getattr(e, "retryable", True) and m.failures + 1 < MAX_ATTEMPTS:
-            m.failures += 1
-            m.hold_until = max(m.hold_until, now + 0.5 * 2 ** (m.failures - 1))
-            log.info("discord call failed (%s), retrying", e)
-        else:
-            self._give_up(m, op, e)
-
-    def _give_up(self, m: _Msg, op: str, e: Exception) -> None:
-        log.error("giving up on a message after errors: %r", e)
-        if op == "delete":
-            self._deletes.remove(m)
-            return
-        self._given_up += 1
-        if self._given_up >= MAX_GIVE_UPS:
-            self.blocked_reason = f"discord errors: {e}"
-        elif m.created:
-            self._freeze(m, m.shown_end)  # the rest continues in a fresh message
-        else:
-            m.failures = m.limited = 0
-
     def _freeze(self, m: _Msg, at: int) -> None:
         """m keeps what it shows; the text from `at` on continues in a new message."""
         at = min(at, len(self._text))
@@ -425,40 +361,6 @@ class MessageStreamer:
         i = self._msgs.index(m)
         del self._msgs[i + 1:]  # not yet sent (earlier messages always go first): relayout recreates them
         self._append_after(m, at)
-
-    async def _expire(self, *, can_edit: bool) -> None:
-        """The interaction token is (about to be) dead: webhook messages are frozen, the rest goes to the channel."""
-        self._expired = True
-        log.info("interaction token expired; continuing in channel messages")
-        for m in self._msgs:
-            if not m.created:
-                m.kind = CHANNEL
-        hooks = self._live_hooks()
-        if hooks and can_edit:  # the caller's safety margin leaves time for one closing edit (cursor off)
-            m = hooks[-1]  # earlier ones are final already: a message is finished before the next is sent
-            cut = m.end if m.end is not None else self._safe_cut(m)
-            self._low = len(self._text)
-            try:
-                if self._text[self._eff_start(m):cut].strip() or m.inside:
-                    content = self._content(m, cut, final=True, closes=True)
-                    if content != m.shown:
-                        await self._call(m, "edit", content)
-                        m.shown, m.shown_end = content, min(cut, self._low)
-                elif m.kind == ORIGINAL and m.shown is None:
-                    await self._sink.delete(None)  # nothing to show: don't leave "thinking…" forever
-                    self.delete_count += 1
-            except Exception as e:  # noqa: BLE001 - best effort; the continuation covers what it missed
-                self.error_count += 1
-                self._token_dead = self._token_dead or isinstance(e, TokenExpired)
-                log.warning("closing edit before token expiry failed: %r", e)
-            hooks = self._live_hooks()  # reset() may have run during the edit
-        for h in hooks:
-            h.frozen = True
-        if hooks:
-            self._freeze(hooks[-1], hooks[-1].shown_end)
-
-    def _live_hooks(self) -> list[_Msg]:
-        return [m for m in self._msgs if m.created and not m.frozen and m.kind != CHANNEL]
 
     def _cut_ok(self, p: int, zones: list[tuple[int, int]]) -> bool:
         # A backtick right before p with fewer than 2 characters after it may still become a ``` across p.
@@ -472,39 +374,3 @@ class MessageStreamer:
         while cut > floor and not self._cut_ok(cut, zones):
             cut -= 1
         return cut
-
-    async def _refuse(self, message: str) -> None:
-        # Delete first: after a deferral Discord turns the first follow-up into the original response (public).
-        # Once the token is dead there is no private way left: say it in public rather than not at all.
-        calls = (lambda: self._sink.delete(None), lambda: self._sink.send_ephemeral(message))
-        for call in calls if not self._expired else ():
-            try:
-                await call()
-            except TokenExpired:
-                self._expired = self._token_dead = True
-                break
-            except Exception as e:  # noqa: BLE001 - a refusal is best effort
-                self.error_count += 1
-                log.warning("refusal call failed: %r", e)
-        if not self._expired:
-            return
-        try:
-            await self._sink.send_channel(message)
-        except MissingAccess as e:
-            self.blocked_reason = f"missing access: {e}"
-            await self._tell_blocked()
-        except Exception as e:  # noqa: BLE001
-            log.warning("refusal message could not be posted: %r", e)
-
-    async def _tell_blocked(self) -> None:
-        """The channel refuses our messages. We give the token up before it dies (a margin), so it may still
-        carry one private note to the user saying what is missing; once Discord says it is dead, only the
-        operator's log can."""
-        if self._blocked_note is None or self._token_dead or self.blocked_told:
-            return
-        try:
-            await self._sink.send_ephemeral(self._blocked_note)
-            self.blocked_told = True
-        except Exception as e:  # noqa: BLE001 - best effort
-            self.error_count += 1
-            log.warning("could not tell the user that the bot may not post here: %r", e)
