@@ -61,7 +61,7 @@ class TurnRunner:
         against its first player's day."""
         request = await self._request(session, extra)
         payer = extra[0].author if extra else None
-        hold = await self.budget.reserve(self.store, session, payer, estimate_tokens(request) + request.max_tokens)
+        hold = await self._hold(session, payer, estimate_tokens(request) + request.max_tokens)
         if isinstance(hold, str):
             yield Failed("budget", hold)
             return
@@ -72,6 +72,26 @@ class TurnRunner:
                     yield event
         finally:
             await self.recorder.shielded(self.budget.settle(self.store, hold, calls))  # aclose waits for it too
+
+    async def _hold(self: DMService, session: Session, payer: Player | None, tokens: int) -> TurnHold | str:
+        """The turn's tokens held against every cap (or the refusal). If the turn is cancelled meanwhile (a stop),
+        the hold still gets taken (a store write runs to its end) and is then released: a hold nobody settles
+        would be charged in full once stale (bot/store/tokens.py)."""
+        taking = self.recorder.background(self.budget.reserve(self.store, session, payer, tokens))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            self.recorder.background(self._release(taking))
+            raise
+
+    async def _release(self: DMService, taking: asyncio.Future[TurnHold | str]) -> None:
+        try:
+            hold = await taking
+        except Exception:  # noqa: BLE001 - nothing was held
+            log.exception("holding a cancelled turn's tokens failed")
+            return
+        if isinstance(hold, TurnHold):
+            await self.budget.settle(self.store, hold, [])
 
     async def _reserved_turn(self: DMService, session: Session, extra: list[Turn], request: LLMRequest,
                              calls: list[CallRecord], hold: TurnHold) -> AsyncIterator[DMEvent]:

@@ -182,6 +182,35 @@ async def test_a_stream_cut_before_its_usage_is_charged_an_estimate(make_service
     assert [row[2] for row in usage_rows(store.path)] == [0, 1, 0]
 
 
+async def test_a_turn_cancelled_while_its_tokens_are_being_held_leaves_no_hold(make_service, store, monkeypatch):
+    """A stop that lands while the hold is being taken: the store's write still happens (it runs to its end), and
+    the hold must then be released, or it would be charged in full once stale."""
+    provider = ScriptedProvider(reply("Opening."), reply("Never sent."))
+    service = make_service(provider)
+    await open_session(service)
+    gate, taken = Gate(), asyncio.Event()
+    original = store.reserve_tokens
+
+    async def committed_then_slow(*args, **kwargs):
+        held = await original(*args, **kwargs)  # committed; the turn is cancelled before it hears back
+        taken.set()
+        await gate.event.wait()
+        return held
+
+    monkeypatch.setattr(store, "reserve_tokens", committed_then_slow)
+    turn = asyncio.create_task(run(service.act(HALL, ARIA, "I wait")))
+    await taken.wait()
+    turn.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await turn
+    gate.open()
+    await service.aclose()
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM token_reservations").fetchone() == (0,)
+        assert db.execute("SELECT COALESCE(SUM(reserved), 0) FROM token_counters").fetchone() == (0,)
+    assert turn_rows(store.path)[-1][0] == "dm"  # the action was never stored: nothing to answer
+
+
 # -- 6. the story keeps its order ----------------------------------------------------------------------------
 
 async def test_a_roll_made_while_the_dm_answers_enters_the_story_after_the_answer(make_service, store):
