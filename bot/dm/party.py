@@ -31,12 +31,14 @@ class PartyService:
 
     # -- the DM's side --------------------------------------------------------------------------------------
 
-    async def prepare(self, session: Session, tools: tuple[ToolSpec, ...]) -> tuple[str, tuple[ToolSpec, ...]]:
+    async def prepare(self, session: Session, tools: tuple[ToolSpec, ...], *,
+                      state: Party | None = None) -> tuple[str, tuple[ToolSpec, ...]]:
         """The request's volatile text and tools. With a party (or a combat): the engine's ``[party]`` block, which
         goes last, after everything stable, so the cached prefix stays the same from turn to turn (sheet changes
         it tells of are then marked as told), and the state tools. Without one, story-only play: the request is
-        as it was before the rules engine (no block, no state tools, no tokens spent on them)."""
-        party = await self.load(session.id)
+        as it was before the rules engine (no block, no state tools, no tokens spent on them). ``state``: the
+        party as already read (``Store.turn_context``)."""
+        party = state if state is not None else await self.load(session.id)
         block = render.party_block(party)
         if block is None:
             return "", tuple(t for t in tools if t.name not in RULE_TOOL_NAMES)

@@ -167,7 +167,7 @@ class DMService(TurnRunner):
         try:
             self._check_open()
             text = self._checked_text(text, self.config.dm.max_action_chars, "action")
-            if not await self.store.active_session(cid):
+            if not (acted_in := await self.store.active_session(cid)):
                 raise _Refused(self._no_session())
             if self.config.dm.batch_actions:
                 batch = self.batches.joinable(cid)
@@ -181,17 +181,19 @@ class DMService(TurnRunner):
                 batch, leading = self.batches.open(cid, player, text), True
                 if self.slots.running(cid):
                     yield Batched(batch.ticket, 1, text)  # it will wait: say at once that it is in
-            async with self._turn_slot(cid):
+            async with self._turn_slot(cid), self.store.turn_lock(acted_in.id):
                 if batch is not None:
                     self.batches.close(cid, batch)
-                session = await self.store.active_session(cid)  # it may have ended meanwhile
-                if session is None:
-                    raise _Refused(self._no_session())
+                # The adventure may have ended meanwhile. What the request is built from comes in the same read.
+                context = await self.store.turn_context(cid, story=self.config.memory.summaries)
+                if context is None or context.session.id != acted_in.id:
+                    raise _Refused(self._no_session() if context is None else self._began_meanwhile())
+                session = context.session
                 actions = batch.actions if batch is not None else [(player, text)]
                 if len(actions) > 1:
                     yield AnswersBatch(batch.ticket)
                 pending = [Turn(0, session.id, 0, "player", who, what, "pending", time.time()) for who, what in actions]
-                async with self.store.turn_lock(session.id), aclosing(self._run_turn(session, pending)) as events:
+                async with aclosing(self._run_turn(session, pending, context)) as events:
                     async for event in events:
                         if batch is not None and isinstance(event, Done | Failed):
                             batch.settle(event)
@@ -307,6 +309,11 @@ class DMService(TurnRunner):
     @staticmethod
     def _no_session() -> Failed:
         return Failed("no_session", "There is no adventure running in this channel. Start one with /start.")
+
+    @staticmethod
+    def _began_meanwhile() -> Failed:
+        return Failed("no_session", "The adventure you acted in has ended and a new one has begun. Send your action "
+                                    "again if it is meant for this one.")
 
     @staticmethod
     def _session_active(session: Session | None) -> Failed:

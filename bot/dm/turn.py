@@ -20,7 +20,8 @@ from bot.dm.guards import TurnHold, estimate_tokens
 from bot.dm.prompts import ROLL_DICE
 from bot.dm.tools import RULE_TOOL_NAMES
 from bot.llm.base import LLMRequest, Message, ProviderError, ToolCall, ToolResult
-from bot.store.base import CallRecord, Player, RollRecord, Session, Turn
+from bot.dm.rules.state import Party
+from bot.store.base import CallRecord, Player, RollRecord, Session, Turn, TurnContext
 
 if TYPE_CHECKING:
     from bot.dm.service import DMService
@@ -46,20 +47,25 @@ def roll_record(roller: Player, result: dice.RollResult, *, by_dm: bool = False)
 class TurnRunner:
     """The half of ``DMService`` that runs one admitted turn (its attributes are the service's)."""
 
-    async def _request(self: DMService, session: Session, extra: list[Turn]) -> LLMRequest:
+    async def _request(self: DMService, session: Session, extra: list[Turn],
+                       context: TurnContext | None = None) -> LLMRequest:
         """What the model sees is the memory's to decide; the party's state (it changes every turn) goes last, as
-        the request's volatile part after the stable history, and its tools come with it."""
-        block, tools = await self.party.prepare(session, self.tools)
+        the request's volatile part after the stable history, and its tools come with it. ``context``: the party
+        and the story as the service read them (else they are read here)."""
+        party = Party.from_json(context.party) if context is not None else None
+        block, tools = await self.party.prepare(session, self.tools, state=party)
         return await self.memory.request(session, extra, volatile=block, tools=tools,
-                                         system=await self.admin.system_prompt(session.guild_id))
+                                         system=await self.admin.system_prompt(session.guild_id),
+                                         story=context.story if context is not None else None)
 
-    async def _run_turn(self: DMService, session: Session, extra: list[Turn]) -> AsyncIterator[DMEvent]:
+    async def _run_turn(self: DMService, session: Session, extra: list[Turn],
+                        context: TurnContext | None = None) -> AsyncIterator[DMEvent]:
         """One DM turn answering the pending player turns ``extra`` (none for the opening), all in one call.
 
         The turn's estimated tokens are held against every cap (atomically in the store, so it holds across
         processes), then the hold is settled with the usage the provider reported. A batch's call counts
         against its first player's day."""
-        request = await self._request(session, extra)
+        request = await self._request(session, extra, context)
         payer = extra[0].author if extra else None
         hold = await self._hold(session, payer, estimate_tokens(request) + request.max_tokens)
         if isinstance(hold, str):

@@ -175,6 +175,17 @@ class SummaryState:
     updated_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """What a narration request is built from, read together in one snapshot just before a turn: the channel's
+    active adventure, its party's state document, and its story (the summary, the complete turns after it, the
+    pins; None when not asked for)."""
+
+    session: Session
+    party: str | None
+    story: tuple[SummaryState | None, list[Turn], list[Pin]] | None
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Create or migrate the schema, and mark turns left pending by a crash as interrupted."""
@@ -281,6 +292,11 @@ class Store(Protocol):
 
     async def story_context(self, session_id: int) -> tuple[SummaryState | None, list[Turn], list[Pin]]:
         """The summary, the complete turns after it (all of them when there is none) and the pins, in one read."""
+
+    async def turn_context(self, channel_id: str, *, story: bool = True) -> TurnContext | None:
+        """The channel's active adventure (None: there is none) with its party's state and, with ``story``, what
+        ``story_context`` reads: one read and one snapshot, since they stand before every narration request
+        (on SQLite each read is a round trip through the event loop, bench figure 1)."""
 
     async def save_summary(self, session_id: int, text: str, folded_seq: int, calls: list[CallRecord]) -> None:
         """In one transaction: the new summary and its marker, and the calls that wrote it in the ledger."""

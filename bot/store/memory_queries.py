@@ -29,6 +29,14 @@ def _pin(row) -> Pin:
     return Pin(row[0], row[1], row[2], Player(row[3], row[4]), row[5], row[6])
 
 
+async def read_story(tx: Tx, session_id: int) -> tuple[SummaryState | None, list[Turn], list[Pin]]:
+    """The summary, the complete turns after it and the pins, inside a read (``story_context``, ``turn_context``)."""
+    rows = await tx.rows(_SUMMARY, session_id)
+    state = SummaryState(*rows[0]) if rows else None
+    turns = await tx.rows(_TURNS_AFTER, session_id, state.folded_seq if state else 0)
+    return state, [_turn(row) for row in turns], [_pin(row) for row in await tx.rows(_PINS, session_id)]
+
+
 class MemoryQueries:
     """Needs ``_rows``, ``_read``, ``_transaction``, ``_execute`` and ``_insert_calls`` from ``SQLStore``."""
 
@@ -50,13 +58,8 @@ class MemoryQueries:
 
     async def story_context(self, session_id: int) -> tuple[SummaryState | None, list[Turn], list[Pin]]:
         """The summary, the complete turns after it and the pins, read together: one snapshot, and on SQLite one
-        round trip instead of three (they stand before every narration request)."""
-        async def read(tx: Tx) -> tuple[SummaryState | None, list[Turn], list[Pin]]:
-            rows = await tx.rows(_SUMMARY, session_id)
-            state = SummaryState(*rows[0]) if rows else None
-            turns = await tx.rows(_TURNS_AFTER, session_id, state.folded_seq if state else 0)
-            return state, [_turn(row) for row in turns], [_pin(row) for row in await tx.rows(_PINS, session_id)]
-        return await self._read(read)
+        round trip instead of three."""
+        return await self._read(lambda tx: read_story(tx, session_id))
 
     async def last_turns(self, session_id: int, count: int) -> list[Turn]:
         rows = await self._rows(

@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from bot.store.sql import Tx
 
 T = TypeVar("T")
+PARTY_STATE = "SELECT data FROM party_state WHERE session_id = ?"
 
 
 class PartyStates:
     async def party_state(self, session_id: int) -> str | None:
-        rows = await self._rows("SELECT data FROM party_state WHERE session_id = ?", session_id)  # type: ignore[attr-defined]
+        rows = await self._rows(PARTY_STATE, session_id)  # type: ignore[attr-defined]
         return rows[0][0] if rows else None
 
     async def change_party_state(

@@ -39,19 +39,21 @@ from bot.store.base import (
     SessionExists,
     StoreError,
     Turn,
+    TurnContext,
     UsageTotals,
     turn_ids,
 )
 from bot.store import migrations
 from bot.store.admin_queries import AdminQueries
-from bot.store.memory_queries import MemoryQueries
+from bot.store.memory_queries import MemoryQueries, read_story
 from bot.store.tokens import TokenLedger
-from bot.store.party import PartyStates
+from bot.store.party import PARTY_STATE, PartyStates
 
 NO_LIMIT = 2**62
 SESSION_COLUMNS = (
     "id, guild_id, channel_id, started_by_id, started_by_name, premise, status, created_at, ended_at, token_limit"
 )
+_ACTIVE_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE channel_id = ? AND status = 'active'"
 TURN_COLUMNS = "id, session_id, seq, role, author_id, author_name, content, status, created_at"
 T = TypeVar("T")
 
@@ -185,9 +187,19 @@ class SQLStore(TokenLedger, AdminQueries, PartyStates, MemoryQueries):
         return Session(session_id, channel.guild_id, channel.channel_id, starter, premise, "active", now)
 
     async def active_session(self, channel_id: str) -> Session | None:
-        rows = await self._rows(
-            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE channel_id = ? AND status = 'active'", channel_id)
+        rows = await self._rows(_ACTIVE_SESSION, channel_id)
         return session_from(rows[0]) if rows else None
+
+    async def turn_context(self, channel_id: str, *, story: bool = True) -> TurnContext | None:
+        async def read(tx: Tx) -> TurnContext | None:
+            rows = await tx.rows(_ACTIVE_SESSION, channel_id)
+            if not rows:
+                return None
+            session = session_from(rows[0])
+            party = await tx.rows(PARTY_STATE, session.id)
+            return TurnContext(session, party[0][0] if party else None,
+                               await read_story(tx, session.id) if story else None)
+        return await self._read(read)
 
     async def end_session(self, session_id: int, ended_by: Player) -> None:
         await self._execute(

@@ -277,3 +277,10 @@ async def test_campaign_memory_tables_on_both_backends(opened):
     assert [p.number for p in pins] == [2, 3]
     fresh = await again.start_session(Channel("g1", "elsewhere"), ARIA, "p")
     assert await again.story_context(fresh.id) == (None, [], [])
+    # What a turn reads before its request (Store.turn_context): the adventure, its party's document, its story.
+    await again.change_party_state(session.id, None, lambda data: ('{"characters": []}', [], None))
+    context = await again.turn_context(HALL.channel_id)
+    assert (context.session, context.party) == (await again.active_session(HALL.channel_id), '{"characters": []}')
+    assert context.story == (state, turns, pins)
+    assert (await again.turn_context(HALL.channel_id, story=False)).story is None
+    assert await again.turn_context("no-such-channel") is None

@@ -350,6 +350,55 @@ async def test_end_waits_for_the_streaming_turn_and_nothing_is_stored_after_it(m
     assert not made.in_session and len(turn_rows(store.path)) == 3
 
 
+async def test_an_action_whose_adventure_ended_while_it_waited_is_not_played_into_the_next(make_service, store,
+                                                                                           monkeypatch):
+    """The adventure is read when the action arrives and again, with what the request is built from, once its
+    turn may run; another process may have ended it and started a new one in between (here: during the rate
+    limiter's round trip). The action is refused, not answered in an adventure it was not sent to."""
+    service = make_service(ScriptedProvider(reply("Opening."), reply("A new tale.")))
+    await open_session(service)
+    first = await store.active_session(HALL.channel_id)
+
+    async def another_process_meanwhile(limiter, key):
+        await store.end_session(first.id, ARIA)
+        await store.start_session(HALL, BRAM, "a new tale")
+        return None
+
+    monkeypatch.setattr(service, "_limited", another_process_meanwhile)
+    events = await run(service.act(HALL, ARIA, "I open the old door"))
+    assert isinstance(events[-1], Failed) and events[-1].kind == "no_session"
+    assert "a new one has begun" in events[-1].message
+    assert [c for _, _, c in turn_rows(store.path)] == ["Opening."]  # nothing stored into either adventure
+
+
+async def test_what_stands_before_the_llm_request_is_two_reads_and_two_writes(make_service, store, monkeypatch):
+    """Issue 13: every store call before the request waits for a pass of a busy event loop, so an /act makes
+    as few as the turn needs: the adventure (to refuse at once), then in one read the adventure again with the
+    party and the story, the token hold and the action itself."""
+    provider = ScriptedProvider(reply("Opening."), reply("The door creaks."))
+    service = make_service(provider)
+    await open_session(service)
+    calls: list[str] = []
+    for name in ("active_session", "turn_context", "party_state", "story_context", "summary", "pins",
+                 "turns_after", "count_story_turns", "reserve_tokens", "begin_turn", "guild_settings"):
+        method = getattr(store, name)
+
+        async def counted(*args, _name=name, _method=method, **kwargs):
+            calls.append(_name)
+            return await _method(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, counted)
+    stream = provider.stream
+
+    def llm(request):
+        calls.append("LLM")
+        return stream(request)
+
+    monkeypatch.setattr(provider, "stream", llm)
+    assert text_of(await run(service.act(HALL, ARIA, "I open the door"))) == "The door creaks."
+    assert calls[:calls.index("LLM")] == ["active_session", "turn_context", "reserve_tokens", "begin_turn"]
+
+
 # -- 11. settings each provider accepts ------------------------------------------------------------------------
 
 async def test_a_model_that_refuses_temperature_is_called_without_it(make_service, store):

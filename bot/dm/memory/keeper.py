@@ -25,9 +25,10 @@ from bot.dm.memory.recap import RECENT_TURNS, Recap
 from bot.dm.memory.summary import fold_prompt, summary_system
 from bot.llm.base import Finish, LLMProvider, LLMRequest, Message, ProviderError, TextChunk, ToolSpec, Usage
 from bot.llm.pricing import price_for
-from bot.store.base import CallRecord, Channel, Player, Session, Store, Turn
+from bot.store.base import CallRecord, Channel, Pin, Player, Session, Store, SummaryState, Turn
 
 log = logging.getLogger(__name__)
+Story = tuple[SummaryState | None, list[Turn], list[Pin]]  # the summary, the complete turns after it, the pins
 
 MAX_PINS = 25
 MAX_PIN_CHARS = 300
@@ -58,11 +59,13 @@ class CampaignMemory:
     # -- narration requests ---------------------------------------------------------------------------------
 
     async def request(self, session: Session, extra: list[Turn], *, volatile: str = "",
-                      system: str | None = None, tools: tuple[ToolSpec, ...] | None = None) -> LLMRequest:
+                      system: str | None = None, tools: tuple[ToolSpec, ...] | None = None,
+                      story: Story | None = None) -> LLMRequest:
         """The narration request: system, opening, summary, pins, then as many recent turns (``extra`` last:
-        the action being answered) as fit, then ``volatile``. ``tools``: this turn's (default: all)."""
+        the action being answered) as fit, then ``volatile``. ``tools``: this turn's (default: all). ``story``:
+        what ``Store.story_context`` returns, when it was already read (``Store.turn_context``)."""
         parts = await self._parts(session, extra, volatile, system or self.system,
-                                  self.tools if tools is None else tools)
+                                  self.tools if tools is None else tools, story)
         ceiling = self._ceilings.get(session.id, self.memory.max_prompt_tokens)
         return fit(parts, ceiling, self._step)
 
@@ -84,11 +87,12 @@ class CampaignMemory:
         return max(1, self.config.dm.history_messages // 2)
 
     async def _parts(self, session: Session, extra: list[Turn], volatile: str, system: str,
-                     tools: tuple[ToolSpec, ...]) -> Parts:
+                     tools: tuple[ToolSpec, ...], story: Story | None = None) -> Parts:
         store, sid = self.store, session.id
         summary_text, start_seq = "", 0
         if self.memory.summaries:
-            state, turns, pins = await store.story_context(sid)  # one read: it stands before the LLM request
+            # One read: it stands before the LLM request (and the service has usually read it already).
+            state, turns, pins = story if story is not None else await store.story_context(sid)
             if state is not None:
                 summary_text, start_seq = clean_summary(state.text), state.folded_seq
         else:  # round 1's window, counting units: the verbatim turns start where the window starts
