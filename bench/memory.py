@@ -141,7 +141,7 @@ def _config(variant: str) -> Config:
 def _round1_requests(service: DMService) -> None:
     """Round 1's request builder: the last ``history_messages`` turns (rolls included), nothing else."""
 
-    async def request(session, extra, *, volatile="", system=None, tools=None):
+    async def request(session, extra, *, volatile="", system=None, tools=None, story=None):  # round 1 read its own
         store, size = service.store, service.config.dm.history_messages
         total = await store.count_turns(session.id)
         start = window_start(total + len(extra), size)
