@@ -175,6 +175,9 @@ class SummaryState:
     updated_at: float
 
 
+Story = tuple[SummaryState | None, list[Turn], list[Pin]]  # the summary, the complete turns after it, the pins
+
+
 @dataclass(frozen=True, slots=True)
 class TurnContext:
     """What a narration request is built from, read together in one snapshot just before a turn: the channel's
@@ -183,7 +186,7 @@ class TurnContext:
 
     session: Session
     party: str | None
-    story: tuple[SummaryState | None, list[Turn], list[Pin]] | None
+    story: Story | None
 
 
 class Store(Protocol):
@@ -290,7 +293,7 @@ class Store(Protocol):
 
     async def summary(self, session_id: int) -> SummaryState | None: ...
 
-    async def story_context(self, session_id: int) -> tuple[SummaryState | None, list[Turn], list[Pin]]:
+    async def story_context(self, session_id: int) -> Story:
         """The summary, the complete turns after it (all of them when there is none) and the pins, in one read."""
 
     async def turn_context(self, channel_id: str, *, story: bool = True) -> TurnContext | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from bot.store.base import CallRecord, Pin, Player, SummaryState, Turn
+from bot.store.base import CallRecord, Pin, Player, Story, SummaryState, Turn
 
 if TYPE_CHECKING:
     from bot.store.sql import Tx
@@ -29,7 +29,7 @@ def _pin(row) -> Pin:
     return Pin(row[0], row[1], row[2], Player(row[3], row[4]), row[5], row[6])
 
 
-async def read_story(tx: Tx, session_id: int) -> tuple[SummaryState | None, list[Turn], list[Pin]]:
+async def read_story(tx: Tx, session_id: int) -> Story:
     """The summary, the complete turns after it and the pins, inside a read (``story_context``, ``turn_context``)."""
     rows = await tx.rows(_SUMMARY, session_id)
     state = SummaryState(*rows[0]) if rows else None
@@ -56,7 +56,7 @@ class MemoryQueries:
                       else self._rows(_TURNS_AFTER + " LIMIT ?", session_id, seq, limit))
         return [_turn(row) for row in rows]
 
-    async def story_context(self, session_id: int) -> tuple[SummaryState | None, list[Turn], list[Pin]]:
+    async def story_context(self, session_id: int) -> Story:
         """The summary, the complete turns after it and the pins, read together: one snapshot, and on SQLite one
         round trip instead of three."""
         return await self._read(lambda tx: read_story(tx, session_id))

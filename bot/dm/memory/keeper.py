@@ -25,10 +25,9 @@ from bot.dm.memory.recap import RECENT_TURNS, Recap
 from bot.dm.memory.summary import fold_prompt, summary_system
 from bot.llm.base import Finish, LLMProvider, LLMRequest, Message, ProviderError, TextChunk, ToolSpec, Usage
 from bot.llm.pricing import price_for
-from bot.store.base import CallRecord, Channel, Pin, Player, Session, Store, SummaryState, Turn
+from bot.store.base import CallRecord, Channel, Player, Session, Store, Story, Turn
 
 log = logging.getLogger(__name__)
-Story = tuple[SummaryState | None, list[Turn], list[Pin]]  # the summary, the complete turns after it, the pins
 
 MAX_PINS = 25
 MAX_PIN_CHARS = 300
