@@ -6,8 +6,8 @@ bench echoes): per step, how long it took (p50 / p99 / total seconds). Steps:
 - ``handler→llm``: the handler starting to the provider's ``stream`` being called;
 - ``store.<method>``: every awaited store call, wherever it happens (wall time, so waiting for aiosqlite's thread
   and the event loop counts: under load that is the point);
-- ``turn.<step>``: the DM service's steps before the request (the slot, building the request, holding the
-  tokens), each timed on its own;
+- ``turn.request`` and ``turn.hold``: the DM service building the request (the party, the memory, the server's
+  prompt) and holding the turn's tokens;
 - ``loop lag``: how late a 10 ms sleep in the bot wakes (how long a pass of the bot's event loop takes).
 """
 
